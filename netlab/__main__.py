@@ -1,0 +1,5 @@
+"""`python -m netlab` is the same as `knetlab`."""
+
+from netlab.cli.main import main
+
+main()

@@ -1,0 +1,156 @@
+"""Prometheus metrics under CoreDNS's names, counted cheaply on the query path.
+
+Dashboards and alerts written for CoreDNS (coredns_dns_requests_total and friends)
+work unchanged against the lab's DNS. Counting goes into plain dicts and small
+bucket arrays; the prometheus-client objects are built only when /metrics is
+scraped, because labelled client metrics cost microseconds per update and the
+query path answers tens of thousands of queries a second.
+
+Each server owns its CollectorRegistry, so several servers (tests, several DNS
+pods in one process) never collide in the global registry.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+
+import dns.rcode
+import dns.rdatatype
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+# plugin.TimeBuckets and plugin.SizeBuckets in CoreDNS.
+TIME_BUCKETS = tuple(0.00025 * 2 ** i for i in range(16))
+SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3, 64e3)
+
+# CoreDNS reports these query types by name and lumps the rest into "other".
+_MONITORED = ("A", "AAAA", "MX", "SOA", "CNAME", "PTR", "TXT", "NS", "SRV", "DS", "DNSKEY",
+              "RRSIG", "NSEC", "NSEC3", "HINFO", "IXFR", "AXFR", "ANY")
+_TYPE_LABELS = {dns.rdatatype.from_text(t): t for t in _MONITORED}
+
+
+def type_label(qtype: int) -> str:
+    return _TYPE_LABELS.get(qtype, "other")
+
+
+def rcode_label(rcode: int) -> str:
+    return dns.rcode.to_text(rcode)
+
+
+class _Histogram:
+    """Non-cumulative bucket counts plus sum; made cumulative at scrape time."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            out.append((repr(float(bound)), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+
+class DnsMetrics:
+    """Counters of one DNS server, exposed through its own registry.
+
+    server: the `server` label, CoreDNS style (`dns://:53`).
+    zone: the `zone` label: the server block's zone (`.` for the stock one).
+    """
+
+    def __init__(self, server: str = "dns://:53", zone: str = ".") -> None:
+        self.server = server
+        self.zone = zone
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.responses: dict[tuple[str, str], int] = {}
+        self.durations: dict[str, _Histogram] = {}
+        self.request_sizes: dict[str, _Histogram] = {}
+        self.response_sizes: dict[str, _Histogram] = {}
+        self.bad_packets: dict[str, int] = {}
+        self.panics = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def observe(self, proto: str, family: str, qtype: str, rcode: str, plugin: str,
+                request_size: int, response_size: int, seconds: float) -> None:
+        """Count one answered query (labels already as CoreDNS spells them)."""
+        key = (proto, family, qtype)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        rkey = (rcode, plugin)
+        self.responses[rkey] = self.responses.get(rkey, 0) + 1
+        hist = self.durations.get(qtype)
+        if hist is None:
+            hist = self.durations[qtype] = _Histogram(TIME_BUCKETS)
+        hist.observe(seconds)
+        hist = self.request_sizes.get(proto)
+        if hist is None:
+            hist = self.request_sizes[proto] = _Histogram(SIZE_BUCKETS)
+        hist.observe(request_size)
+        hist = self.response_sizes.get(proto)
+        if hist is None:
+            hist = self.response_sizes[proto] = _Histogram(SIZE_BUCKETS)
+        hist.observe(response_size)
+
+    def bad_packet(self, reason: str) -> None:
+        """Count a packet answered FORMERR/NOTIMP or dropped (short_header, response_bit...)."""
+        self.bad_packets[reason] = self.bad_packets.get(reason, 0) + 1
+
+    def panic(self) -> None:
+        """Count a handler exception (the query got SERVFAIL or nothing)."""
+        self.panics += 1
+
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    def exposition(self) -> bytes:
+        """The text /metrics serves."""
+        return generate_latest(self.registry)
+
+    # prometheus-client collector protocol
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        base = ["server", "zone", "view"]
+        head = [self.server, self.zone, ""]
+        m = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, "
+                                "protocol and family.", labels=[*base, "proto", "family", "type"])
+        for (proto, family, qtype), n in sorted(self.requests.items()):
+            m.add_metric([*head, proto, family, qtype], n)
+        yield m
+        m = CounterMetricFamily("coredns_dns_responses", "Counter of response status codes.",
+                                labels=[*base, "rcode", "plugin"])
+        for (rcode, plugin), n in sorted(self.responses.items()):
+            m.add_metric([*head, rcode, plugin], n)
+        yield m
+        yield self._histograms("coredns_dns_request_duration_seconds", "Histogram of the time "
+                               "(in seconds) each request took.", "type", self.durations)
+        yield self._histograms("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer "
+                               "in bytes (64K for TCP).", "proto", self.request_sizes)
+        yield self._histograms("coredns_dns_response_size_bytes", "Size of the returned "
+                               "response in bytes.", "proto", self.response_sizes)
+        m = CounterMetricFamily("coredns_panics", "A metrics that counts the number of panics.")
+        m.add_metric([], self.panics)
+        yield m
+        m = CounterMetricFamily("netlab_dns_bad_packets", "Packets answered FORMERR or NOTIMP, "
+                                "or dropped, by reason.", labels=["server", "reason"])
+        for reason, n in sorted(self.bad_packets.items()):
+            m.add_metric([self.server, reason], n)
+        yield m
+
+    def _histograms(self, name: str, doc: str, label: str,
+                    hists: dict[str, _Histogram]) -> HistogramMetricFamily:
+        m = HistogramMetricFamily(name, doc, labels=["server", "zone", "view", label])
+        for value, hist in sorted(hists.items()):
+            m.add_metric([self.server, self.zone, "", value], hist.buckets(), hist.total)
+        return m

@@ -1,0 +1,174 @@
+"""Bring a lab up and take it down: the API both `knetlab` and the pytest plugin call.
+
+`up` validates everything first (lab file and every manifest), then creates the
+machines, starts the supervisor, applies the manifests and waits until every node
+and pod is ready. If anything fails after the first kernel object exists, the
+whole lab is cleaned up from its records before the error is raised, so a failed
+`up` leaves nothing half-made.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from netlab.api.cluster import ClusterConfig
+from netlab.errors import NetlabError
+from netlab.kernel import netns
+from netlab.lab import cleanup
+from netlab.lab.netns_machines import NetnsMachines, Underlay, machine_netns
+from netlab.lab.state import StateDir, running_labs
+from netlab.lab.supervisor import spawn_supervisor
+from netlab.node import podfiles
+from netlab.store import open_store
+from netlab.store.objects import Objects
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+class LabError(NetlabError):
+    """A lab cannot be brought up, found or taken down."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    role: str
+    address: str
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    """Everything `up` needs, resolved from a lab file."""
+
+    name: str
+    nodes: tuple[NodeSpec, ...]
+    underlay: Underlay
+    ext_address: str
+    config: ClusterConfig
+    manifests: tuple[dict[str, Any], ...]  # validated objects, in apply order
+    source: str = ""
+
+
+def lab_info(plan: LabPlan) -> dict[str, Any]:
+    return {
+        "name": plan.name, "source": plan.source,
+        "nodes": [{"name": n.name, "role": n.role, "address": n.address,
+                   "netns": machine_netns(plan.name, n.name)} for n in plan.nodes],
+        "ext": {"address": plan.ext_address, "netns": machine_netns(plan.name, "ext")},
+        "underlay": {"cidr": plan.underlay.cidr, "gateway": plan.underlay.gateway,
+                     "mtu": plan.underlay.mtu},
+    }
+
+
+def _record_host_dirs(state: StateDir) -> None:
+    if not os.path.isdir(podfiles.ETC_NETNS):
+        state.record("created-dir", path=podfiles.ETC_NETNS)
+    if not os.path.isdir(netns.NETNS_RUN_DIR):
+        state.record("created-dir", path=netns.NETNS_RUN_DIR)
+    netns.prepare_run_dir()
+
+
+def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
+       progress: Progress | None = None, timeout: float = 300.0) -> StateDir:
+    """Create the lab; `apply` writes manifests to the store (the API server's admission)."""
+    state = StateDir(plan.name)
+    if state.exists():
+        raise LabError(f"lab {plan.name!r} is already up (knetlab down --name {plan.name}, "
+                       f"or knetlab clean --name {plan.name} after a crash)")
+    report = progress or (lambda *_: None)
+    state.create()
+    try:
+        state.write_config(plan.config, lab_info(plan))
+        _record_host_dirs(state)
+        machines = NetnsMachines(state, plan.underlay)
+        report("machines", 0, len(plan.nodes) + 1)
+        machines.create_underlay()
+        for i, node in enumerate(plan.nodes):
+            machines.create_machine(node.name, node.address, i + 1)
+            report("machines", i + 1, len(plan.nodes) + 1)
+        machines.create_machine("ext", plan.ext_address, len(plan.nodes) + 1)
+        report("machines", len(plan.nodes) + 1, len(plan.nodes) + 1)
+        objects = Objects(open_store(state.store_url))
+        spawn_supervisor(state)
+        wait_nodes_ready(objects, state, [n.name for n in plan.nodes], report, timeout)
+        apply(objects, list(plan.manifests))
+        wait_pods_ready(objects, state, report, timeout)
+    except BaseException:
+        cleanup.clean(state)
+        raise
+    return state
+
+
+def _check_processes(state: StateDir) -> None:
+    if not any(p.alive() for p in state.processes() if p.role == "supervisor"):
+        raise LabError(f"the lab supervisor died; see {state.log_path('supervisor')}")
+
+
+def wait_nodes_ready(objects: Objects, state: StateDir, names: list[str], report: Progress,
+                     timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes, _ = objects.list("Node")
+        ready = [n for n in nodes if n["metadata"]["name"] in names and n["spec"].get("podCIDR")
+                 and (n["metadata"].get("annotations") or {}).get(
+                     "flannel.alpha.coreos.com/public-ip")]
+        report("nodes", len(ready), len(names))
+        if len(ready) == len(names):
+            return
+        _check_processes(state)
+        if time.monotonic() > deadline:
+            raise LabError(f"nodes not ready after {timeout:.0f}s: see {state.path}/logs/")
+        time.sleep(0.05)
+
+
+def pod_is_ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def wait_pods_ready(objects: Objects, state: StateDir, report: Progress,
+                    timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    settled_since = None
+    while True:
+        pods, _ = objects.list("Pod")
+        deployments, _ = objects.list("Deployment")
+        expected = sum(int(d["spec"].get("replicas", 1)) for d in deployments) + sum(
+            1 for p in pods if not p["metadata"].get("ownerReferences"))
+        ready = sum(1 for p in pods if pod_is_ready(p) and not p["metadata"].get(
+            "deletionTimestamp"))
+        report("pods", ready, max(expected, len(pods)))
+        if ready >= expected and ready == len(pods):
+            settled_since = settled_since or time.monotonic()
+            if time.monotonic() - settled_since > 0.1:
+                return
+        else:
+            settled_since = None
+        _check_processes(state)
+        if time.monotonic() > deadline:
+            raise LabError(f"pods not ready after {timeout:.0f}s ({ready}/{expected}); "
+                           f"see knetlab get pods and {state.path}/logs/")
+        time.sleep(0.1)
+
+
+def find_lab(name: str | None) -> StateDir:
+    """The lab named, or the only one running."""
+    labs = running_labs()
+    if name is None:
+        if len(labs) == 1:
+            return StateDir(labs[0])
+        if not labs:
+            raise LabError("no lab is running (knetlab up)")
+        raise LabError(f"several labs are running ({', '.join(labs)}): say which with --name")
+    if name not in labs:
+        raise LabError(f"no lab named {name!r} is running"
+                       + (f" (running: {', '.join(labs)})" if labs else ""))
+    return StateDir(name)
+
+
+def down(name: str | None) -> cleanup.CleanupReport:
+    return cleanup.clean(find_lab(name))

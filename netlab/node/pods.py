@@ -1,0 +1,245 @@
+"""kubelet's pod lifecycle on one node: sandbox (netns + CNI), files, status, teardown.
+
+The manager reconciles the pods bound to this node against what the node has: new
+pods get a namespace, an address from host-local IPAM and the kubelet files;
+deleted pods (or ones with a deletionTimestamp) are torn down, and a graceful
+deletion is completed by removing the object, as kubelet does. Status for a whole
+batch of pods is written with as few store commits as possible.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from netlab.api import keys
+from netlab.api.cluster import ClusterConfig
+from netlab.api.meta import now_rfc3339
+from netlab.errors import ConflictError, NetlabError
+from netlab.lab.state import StateDir
+from netlab.node import podfiles
+from netlab.node.cni import BridgeNetwork
+from netlab.node.ipam import HostLocalIPAM
+from netlab.store.base import Delete, Put
+from netlab.store.objects import Obj, Objects
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PodSandbox:
+    key: str  # namespace/name
+    uid: str
+    netns: str
+    ip: str
+
+
+def pod_key(pod: Obj) -> str:
+    return f"{pod['metadata'].get('namespace', 'default')}/{pod['metadata']['name']}"
+
+
+def readiness_probe(pod: Obj) -> dict[str, Any] | None:
+    for container in pod.get("spec", {}).get("containers") or []:
+        if container.get("readinessProbe"):
+            return container["readinessProbe"]
+    return None
+
+
+def _condition(kind: str, status: bool, now: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if status else "False",
+            "lastProbeTime": None, "lastTransitionTime": now}
+
+
+def running_status(pod: Obj, ip: str, host_ip: str, ready: bool) -> dict[str, Any]:
+    """The status kubelet reports for a running pod."""
+    now = now_rfc3339()
+    old = pod.get("status") or {}
+    containers = pod.get("spec", {}).get("containers") or []
+    return {
+        "phase": "Running",
+        "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+        "podIP": ip, "podIPs": [{"ip": ip}],
+        "startTime": old.get("startTime") or now,
+        "qosClass": "BestEffort",
+        "conditions": [
+            _condition("PodReadyToStartContainers", True, now),
+            _condition("Initialized", True, now),
+            _condition("Ready", ready, now),
+            _condition("ContainersReady", ready, now),
+            _condition("PodScheduled", True, now),
+        ],
+        "containerStatuses": [{
+            "name": c.get("name", f"c{i}"), "image": c.get("image", ""), "imageID": "",
+            "containerID": f"netlab://{pod['metadata'].get('uid', '')}/{c.get('name', i)}",
+            "ready": ready, "started": True, "restartCount": 0,
+            "state": {"running": {"startedAt": old.get("startTime") or now}},
+        } for i, c in enumerate(containers)],
+    }
+
+
+def set_ready(pod: Obj, ready: bool) -> Obj | None:
+    """The pod with its Ready condition changed, or None if it already says so."""
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    current = next((c for c in conditions if c["type"] == "Ready"), None)
+    if current is None or (current["status"] == "True") == ready:
+        return None
+    now = now_rfc3339()
+    for cond in conditions:
+        if cond["type"] in ("Ready", "ContainersReady"):
+            cond.update(status="True" if ready else "False", lastTransitionTime=now)
+    for cs in status.get("containerStatuses") or []:
+        cs["ready"] = ready
+    return pod
+
+
+class PodManager:
+    """Owns the sandboxes of this node's pods; call `reconcile` with the current pods."""
+
+    def __init__(self, objects: Objects, state: StateDir, config: ClusterConfig,
+                 node: str, host_ip: str, bridge: BridgeNetwork, ipam: HostLocalIPAM,
+                 on_sandbox: Callable[[PodSandbox, Obj], None],
+                 on_teardown: Callable[[str], None]) -> None:
+        self.objects = objects
+        self.state = state
+        self.config = config
+        self.node = node
+        self.host_ip = host_ip
+        self.bridge = bridge
+        self.ipam = ipam
+        self.on_sandbox = on_sandbox
+        self.on_teardown = on_teardown
+        self.sandboxes: dict[str, PodSandbox] = {}
+
+    def reconcile(self, pods: list[Obj]) -> None:
+        mine = {pod_key(p): p for p in pods if p.get("spec", {}).get("nodeName") == self.node}
+        gone = [k for k, sb in self.sandboxes.items()
+                if k not in mine or mine[k]["metadata"].get("uid") != sb.uid]
+        for key in gone:
+            self._teardown(key)
+        finishing = [p for p in mine.values() if p["metadata"].get("deletionTimestamp")]
+        for pod in finishing:
+            self._teardown(pod_key(pod))
+        if finishing:
+            self._remove_objects(finishing)
+        started = []
+        for key, pod in mine.items():
+            if pod["metadata"].get("deletionTimestamp") or key in self.sandboxes:
+                continue
+            try:
+                sandbox = self._setup(pod)
+            except NetlabError as exc:
+                log.error("pod %s: sandbox failed: %s", key, exc)
+                continue
+            started.append((pod, sandbox))
+        if started:
+            self._publish(started)
+        for pod, sandbox in started:
+            self.on_sandbox(sandbox, pod)
+
+    def _setup(self, pod: Obj) -> PodSandbox:
+        meta = pod["metadata"]
+        key = pod_key(pod)
+        netns_name = podfiles.pod_netns_name(self.config.lab, meta.get("namespace", "default"),
+                                             meta["name"])
+        allocation = self.ipam.allocate(meta["uid"])
+        self.state.record("netns", name=netns_name, node=self.node)
+        self.bridge.attach(netns_name, meta["uid"], allocation.ip)
+        self.state.record("etcnetns", name=netns_name)
+        hostname = pod.get("spec", {}).get("hostname") or meta["name"]
+        podfiles.write_pod_files(netns_name, {
+            "resolv.conf": podfiles.resolv_conf(meta.get("namespace", "default"),
+                                                self.config.cluster_domain,
+                                                self.config.dns_cluster_ip),
+            "hosts": podfiles.hosts_file(allocation.ip, hostname),
+            "hostname": hostname + "\n",
+        })
+        sandbox = PodSandbox(key, meta["uid"], netns_name, allocation.ip)
+        self.sandboxes[key] = sandbox
+        return sandbox
+
+    def _publish(self, started: list[tuple[Obj, PodSandbox]]) -> None:
+        """Write running status for a batch: one CAS commit, per-pod retries on conflict."""
+        updates = []
+        for pod, sandbox in started:
+            current = pod.get("status", {})
+            if current.get("podIP") == sandbox.ip and current.get("phase") == "Running":
+                continue
+            new = copy.deepcopy(pod)
+            new["status"] = running_status(pod, sandbox.ip, self.host_ip,
+                                           ready=readiness_probe(pod) is None)
+            updates.append(new)
+        if not updates:
+            return
+        try:
+            self.objects.store.commit([
+                Put(keys.key_of(p), _without_version(p),
+                    expect_revision=int(p["metadata"]["resourceVersion"])) for p in updates])
+        except ConflictError:
+            for pod in updates:
+                status = pod["status"]
+                self.objects.mutate("Pod", pod["metadata"]["namespace"],
+                                    pod["metadata"]["name"],
+                                    lambda cur, s=status: {**cur, "status": s})
+
+    def _teardown(self, key: str) -> None:
+        sandbox = self.sandboxes.pop(key, None)
+        if sandbox is None:
+            return
+        self.on_teardown(key)
+        self.bridge.detach(sandbox.netns)
+        podfiles.remove_pod_files(sandbox.netns)
+        self.ipam.release(sandbox.uid)
+        log.info("pod %s torn down", key)
+
+    def _remove_objects(self, pods: list[Obj]) -> None:
+        """Finish graceful deletions: the object goes once its sandbox is gone."""
+        ops = [Delete(keys.key_of(p), expect_revision=int(p["metadata"]["resourceVersion"]))
+               for p in pods]
+        try:
+            self.objects.store.commit(ops)
+        except ConflictError:
+            for p in pods:
+                self.objects.delete("Pod", p["metadata"]["namespace"], p["metadata"]["name"])
+
+    def adopt_existing(self, pods: list[Obj]) -> None:
+        """After an agent restart: take back sandboxes that still exist, keep their IPs."""
+        for pod in pods:
+            meta = pod["metadata"]
+            ip = pod.get("status", {}).get("podIP")
+            if pod.get("spec", {}).get("nodeName") != self.node or not ip:
+                continue
+            allocation = self.ipam.get(meta["uid"])
+            if allocation is None or allocation.ip != ip:
+                continue
+            netns_name = podfiles.pod_netns_name(self.config.lab, meta["namespace"],
+                                                 meta["name"])
+            try:
+                self.bridge.attach(netns_name, meta["uid"], ip)
+            except NetlabError as exc:
+                log.warning("pod %s: could not adopt sandbox: %s", pod_key(pod), exc)
+                continue
+            sandbox = PodSandbox(pod_key(pod), meta["uid"], netns_name, ip)
+            self.sandboxes[sandbox.key] = sandbox
+            self.on_sandbox(sandbox, pod)
+
+    def remove_orphans(self) -> None:
+        """Namespaces this node recorded for pods that no longer exist."""
+        live = {sb.netns for sb in self.sandboxes.values()}
+        live_uids = {sb.uid for sb in self.sandboxes.values()}
+        for rec in self.state.records("netns"):
+            if rec.get("node") == self.node and rec["name"] not in live:
+                self.bridge.detach(rec["name"])
+                podfiles.remove_pod_files(rec["name"])
+        for allocation in self.ipam.allocations():
+            if allocation.container_id not in live_uids:
+                self.ipam.release(allocation.container_id)
+
+
+def _without_version(obj: Obj) -> Obj:
+    out = copy.deepcopy(obj)
+    out["metadata"].pop("resourceVersion", None)
+    return out

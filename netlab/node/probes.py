@@ -1,0 +1,151 @@
+"""Readiness probes as kubelet runs them: httpGet, tcpSocket and exec, with thresholds.
+
+Probes run from the node's namespace (kubelet's) to the pod IP, except exec, which
+runs the command inside the pod's namespace. A pod without a readiness probe is
+ready as soon as its containers run. The prober only decides; the agent writes
+the Ready condition when a decision changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def resolve_port(port: Any, containers: list[dict[str, Any]]) -> int | None:
+    """A probe port: a number, or the name of a containerPort."""
+    if isinstance(port, int):
+        return port
+    if isinstance(port, str) and port.isdigit():
+        return int(port)
+    for container in containers:
+        for p in container.get("ports") or []:
+            if p.get("name") == port:
+                return int(p["containerPort"])
+    return None
+
+
+async def http_get(ip: str, port: int, path: str, timeout: float,
+                   headers: list[dict[str, str]] | None = None) -> bool:
+    """Success is a status in 200..399, as kubelet decides."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+    except (TimeoutError, OSError):
+        return False
+    try:
+        extra = "".join(f"{h['name']}: {h['value']}\r\n" for h in headers or [])
+        writer.write(f"GET {path or '/'} HTTP/1.1\r\nHost: {ip}:{port}\r\n"
+                     f"User-Agent: kube-probe/1.31\r\nConnection: close\r\n{extra}\r\n".encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = line.split()
+        return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        writer.close()
+
+
+async def tcp_socket(ip: str, port: int, timeout: float) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    return True
+
+
+async def exec_in_pod(netns_name: str, command: list[str], timeout: float) -> bool:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", netns_name, *command,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    except OSError:
+        return False
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout) == 0
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return False
+
+
+@dataclass
+class ProbeTarget:
+    key: str  # namespace/name
+    ip: str
+    netns: str
+    probe: dict[str, Any]
+    containers: list[dict[str, Any]]
+    ready: bool = False
+    successes: int = 0
+    failures: int = 0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+async def run_probe(target: ProbeTarget) -> bool:
+    probe = target.probe
+    timeout = float(probe.get("timeoutSeconds", 1))
+    if "httpGet" in probe:
+        spec = probe["httpGet"]
+        port = resolve_port(spec.get("port"), target.containers)
+        host = spec.get("host") or target.ip
+        return port is not None and await http_get(host, port, spec.get("path", "/"), timeout,
+                                                   spec.get("httpHeaders"))
+    if "tcpSocket" in probe:
+        spec = probe["tcpSocket"]
+        port = resolve_port(spec.get("port"), target.containers)
+        return port is not None and await tcp_socket(spec.get("host") or target.ip, port,
+                                                     timeout)
+    if "exec" in probe:
+        return await exec_in_pod(target.netns, list(probe["exec"].get("command") or []),
+                                 timeout)
+    return True
+
+
+class Prober:
+    """Runs one probe loop per pod and reports readiness changes."""
+
+    def __init__(self, on_change: Callable[[str, bool], None]) -> None:
+        self.on_change = on_change
+        self.targets: dict[str, ProbeTarget] = {}
+
+    def add(self, target: ProbeTarget) -> None:
+        if target.key in self.targets:
+            return
+        self.targets[target.key] = target
+        target.task = asyncio.get_running_loop().create_task(self._loop(target))
+
+    def remove(self, key: str) -> None:
+        target = self.targets.pop(key, None)
+        if target and target.task:
+            target.task.cancel()
+
+    async def _loop(self, target: ProbeTarget) -> None:
+        probe = target.probe
+        period = float(probe.get("periodSeconds", 10))
+        success_threshold = int(probe.get("successThreshold", 1))
+        failure_threshold = int(probe.get("failureThreshold", 3))
+        await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
+        while True:
+            ok = await run_probe(target)
+            if ok:
+                target.successes, target.failures = target.successes + 1, 0
+                if not target.ready and target.successes >= success_threshold:
+                    target.ready = True
+                    self.on_change(target.key, True)
+            else:
+                target.failures, target.successes = target.failures + 1, 0
+                # Until the first success a pod is not ready; afterwards it takes
+                # failureThreshold consecutive failures to turn it unready.
+                if target.ready and target.failures >= failure_threshold:
+                    target.ready = False
+                    self.on_change(target.key, False)
+            # Before the first success, retry fast so bring-up is not held by the period.
+            await asyncio.sleep(period if target.ready or target.failures > 20 else
+                                min(period, 0.2))

@@ -1,0 +1,109 @@
+"""List-then-watch loops with a local cache, like client-go's informers.
+
+A component says which kinds it cares about and gets a cache plus a callback per
+batch of changes. After a compaction, or a store outage, the informer relists and
+reports the difference, so the callback sees a consistent stream either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from netlab.errors import StoreError
+from netlab.store.base import CompactedError
+from netlab.store.objects import Obj, ObjectEvent, Objects
+
+log = logging.getLogger(__name__)
+
+CacheKey = tuple[str, str | None, str]  # kind, namespace, name
+
+
+def cache_key(kind: str, obj: Obj) -> CacheKey:
+    meta = obj.get("metadata", {})
+    return kind, meta.get("namespace"), meta.get("name", "")
+
+
+class Informer:
+    """Keeps `cache` in step with the store for some kinds and reports each batch."""
+
+    def __init__(self, objects: Objects, kinds: Sequence[str],
+                 on_batch: Callable[[list[ObjectEvent]], None], *,
+                 poll_timeout: float = 0.5) -> None:
+        self.objects = objects
+        self.kinds = list(kinds)
+        self.on_batch = on_batch
+        self.poll_timeout = poll_timeout
+        self.cache: dict[CacheKey, Obj] = {}
+        self.synced = threading.Event()
+        self.stopping = threading.Event()
+        self.revision = 0
+
+    def _relist(self) -> list[ObjectEvent]:
+        """Full list; events that turn the old cache into the new one."""
+        fresh: dict[CacheKey, Obj] = {}
+        revision = 0
+        for kind in self.kinds:
+            items, revision_k = self.objects.list(kind)
+            revision = max(revision, revision_k)
+            for obj in items:
+                fresh[cache_key(kind, obj)] = obj
+        events = []
+        for key, obj in fresh.items():
+            old = self.cache.get(key)
+            if old is None:
+                events.append(ObjectEvent("ADDED", key[0], obj, revision))
+            elif old.get("metadata", {}).get("resourceVersion") != \
+                    obj["metadata"].get("resourceVersion"):
+                events.append(ObjectEvent("MODIFIED", key[0], obj, revision))
+        for key, obj in self.cache.items():
+            if key not in fresh:
+                events.append(ObjectEvent("DELETED", key[0], obj, revision))
+        self.cache = fresh
+        self.revision = revision
+        return events
+
+    def _apply(self, events: list[ObjectEvent]) -> None:
+        for ev in events:
+            key = cache_key(ev.kind, ev.obj)
+            if ev.type == "DELETED":
+                self.cache.pop(key, None)
+            else:
+                self.cache[key] = ev.obj
+            self.revision = max(self.revision, ev.revision)
+
+    def run(self) -> None:
+        """Loop until stop(); survives store errors by backing off and relisting."""
+        backoff = 0.2
+        while not self.stopping.is_set():
+            try:
+                self.on_batch(self._relist())
+                self.synced.set()
+                for batch in self.objects.watch(self.kinds, self.revision + 1,
+                                                poll_timeout=self.poll_timeout):
+                    if self.stopping.is_set():
+                        return
+                    if batch:
+                        self._apply(batch)
+                        self.on_batch(batch)
+                    backoff = 0.2
+            except CompactedError:
+                log.info("watch compacted; relisting")
+            except StoreError as exc:
+                log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name=f"informer-{'-'.join(self.kinds)}",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def items(self, kind: str) -> list[Obj]:
+        return [obj for (k, _, _), obj in self.cache.items() if k == kind]

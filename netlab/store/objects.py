@@ -1,0 +1,178 @@
+"""Kubernetes objects over the store: the small part of the API server the lab needs.
+
+Objects stay Kubernetes-shaped dicts. The client fills what the API server fills
+(uid, creationTimestamp, resourceVersion from the store revision), does optimistic
+concurrency on resourceVersion, and turns store events into ADDED/MODIFIED/DELETED
+watch events, so the control plane and agents read like Kubernetes controllers.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from netlab.api import keys
+from netlab.api.meta import now_rfc3339
+from netlab.errors import ConflictError
+from netlab.store.base import Delete, KeyValue, Put, Store
+
+WatchType = Literal["ADDED", "MODIFIED", "DELETED"]
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    type: WatchType
+    kind: str
+    obj: Obj
+    revision: int
+
+
+class NotFoundError(ConflictError):
+    """The object does not exist (the API server's 404)."""
+
+
+class AlreadyExistsError(ConflictError):
+    """An object with that name exists (the API server's 409 AlreadyExists)."""
+
+
+def _with_version(kv: KeyValue) -> Obj:
+    obj = kv.value
+    obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    return obj
+
+
+def _stored(obj: Obj) -> Obj:
+    """The value written: resourceVersion is derived from the revision, never stored."""
+    out = copy.deepcopy(obj)
+    out.get("metadata", {}).pop("resourceVersion", None)
+    return out
+
+
+def _version_of(obj: Obj) -> int | None:
+    version = obj.get("metadata", {}).get("resourceVersion")
+    return int(version) if version else None
+
+
+class Objects:
+    """get/list/create/update/delete/watch of Kubernetes objects in a Store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+        kv = self.store.get(keys.key_for(kind, namespace, name))
+        return None if kv is None else _with_version(kv)
+
+    def list(self, kind: str, namespace: str | None = None) -> tuple[list[Obj], int]:
+        items, rev = self.store.list(keys.prefix_for(kind, namespace))
+        return [_with_version(kv) for kv in items], rev
+
+    def create(self, obj: Obj) -> Obj:
+        return self.create_many([obj])[0]
+
+    def create_many(self, objs: Sequence[Obj]) -> list[Obj]:
+        """Create every object in one atomic commit (all or none)."""
+        prepared = [self._prepare_new(obj) for obj in objs]
+        try:
+            self.store.commit([Put(keys.key_of(o), _stored(o), expect_revision=0)
+                               for o in prepared])
+        except ConflictError as exc:
+            raise AlreadyExistsError(f"already exists: {exc}") from exc
+        return prepared
+
+    @staticmethod
+    def _prepare_new(obj: Obj) -> Obj:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        info = keys.kind_info(obj["kind"])
+        if info.namespaced:
+            meta.setdefault("namespace", "default")
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", now_rfc3339())
+        meta.setdefault("generation", 1)
+        return obj
+
+    def update(self, obj: Obj) -> Obj:
+        """Replace the object; if it carries a resourceVersion, only if that is current."""
+        key = keys.key_of(obj)
+        version = obj.get("metadata", {}).get("resourceVersion")
+        expect = int(version) if version else None
+        if expect is None and self.store.get(key) is None:
+            raise NotFoundError(f"{obj['kind']} {obj['metadata']['name']} not found")
+        rev = self.store.put(key, _stored(obj), expect_revision=expect)
+        out = copy.deepcopy(obj)
+        out["metadata"]["resourceVersion"] = str(rev)
+        return out
+
+    def mutate(self, kind: str, namespace: str | None, name: str,
+               change: Callable[[Obj], Obj | None], *, attempts: int = 10) -> Obj | None:
+        """Read-modify-write with retry on conflict; change returns None to skip writing.
+
+        Returns the written object, or None if the object is gone or change declined.
+        """
+        for _ in range(attempts):
+            current = self.get(kind, namespace, name)
+            if current is None:
+                return None
+            updated = change(copy.deepcopy(current))
+            if updated is None:
+                return None
+            try:
+                return self.update(updated)
+            except ConflictError:
+                continue
+        raise ConflictError(f"{kind} {namespace}/{name}: too many concurrent updates")
+
+    def write_many(self, objs: Iterable[Obj]) -> int:
+        """Unconditional batch write (controllers publishing status for many objects)."""
+        return self.store.commit([Put(keys.key_of(o), _stored(o)) for o in objs])
+
+    def transact(self, *, create: Sequence[Obj] = (), update: Sequence[Obj] = (),
+                 delete: Sequence[Obj] = ()) -> int:
+        """Create, replace and delete objects in one atomic commit; returns its revision.
+
+        Updates and deletes of objects that carry a resourceVersion apply only if it is
+        still current, and creates only if the name is free, so a controller that acted
+        on a stale view fails as a whole (ConflictError) instead of acting twice.
+        """
+        ops: list[Put | Delete] = [
+            Put(keys.key_of(o), _stored(o), expect_revision=0)
+            for o in map(self._prepare_new, create)]
+        ops += [Put(keys.key_of(o), _stored(o), expect_revision=_version_of(o)) for o in update]
+        ops += [Delete(keys.key_of(o), expect_revision=_version_of(o)) for o in delete]
+        return self.store.commit(ops)
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> bool:
+        key = keys.key_for(kind, namespace, name)
+        if self.store.get(key) is None:
+            return False
+        self.store.commit([Delete(key)])
+        return True
+
+    def delete_many(self, refs: Iterable[tuple[str, str | None, str]]) -> int:
+        return self.store.commit([Delete(keys.key_for(*ref)) for ref in refs])
+
+    def watch(self, kinds: Sequence[str], start_revision: int, *,
+              poll_timeout: float = 1.0) -> Iterator[list[ObjectEvent]]:
+        """Batches of watch events for the kinds (empty batches when idle)."""
+        prefixes = [keys.prefix_for(k) for k in kinds]
+        for batch in self.store.watch(prefixes, start_revision, poll_timeout=poll_timeout):
+            events = []
+            for ev in batch:
+                info = keys.kind_of_key(ev.key)
+                if info is None:
+                    continue
+                if ev.type == "DELETE":
+                    obj = ev.prev_value or {}
+                    obj.setdefault("metadata", {})["resourceVersion"] = str(ev.revision)
+                    events.append(ObjectEvent("DELETED", info.kind, obj, ev.revision))
+                else:
+                    obj = ev.value or {}
+                    obj.setdefault("metadata", {})["resourceVersion"] = str(ev.revision)
+                    kind = "ADDED" if ev.prev_value is None else "MODIFIED"
+                    events.append(ObjectEvent(kind, info.kind, obj, ev.revision))
+            yield events
