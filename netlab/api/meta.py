@@ -47,10 +47,9 @@ def check_metadata(ck: Checker, obj: dict, name_check: NameCheck, namespaced: bo
 
     _check_name(ck, meta, name_check)
     if namespaced:
-        namespace = ck.string(meta, "namespace", path)
-        if namespace is None and meta.get("namespace") in (None, ""):
+        if meta.get("namespace") in (None, ""):
             meta["namespace"] = "default"
-        elif namespace is not None:
+        elif (namespace := ck.string(meta, "namespace", path)) is not None:
             ck.names((*path, "namespace"), namespace, names.dns1123_label(namespace))
     elif meta.get("namespace") is not None:
         ck.note((*path, "namespace"), "ignored (the object is not namespaced)")

@@ -137,13 +137,15 @@ def load_manifests(path: str | Path) -> list[LoadedObject]:
     the same object defined twice.
     """
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file())
-        if not files:
-            raise ManifestError(f"no {'/'.join(MANIFEST_SUFFIXES)} files in this folder",
-                                file=str(path))
-    else:
-        files = [path]
+    try:
+        is_dir = path.is_dir()
+        files = sorted(p for p in path.iterdir()
+                       if p.suffix in MANIFEST_SUFFIXES and p.is_file()) if is_dir else [path]
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"cannot read: {exc}", file=str(path)) from None
+    if not files:
+        raise ManifestError(f"no {'/'.join(MANIFEST_SUFFIXES)} files in this folder",
+                            file=str(path))
     loaded = []
     for file in files:
         loaded += _objects(load_documents(file, ManifestError))

@@ -36,8 +36,9 @@ def _stop_event() -> threading.Event:
 
 def _enter_for_life(name: str) -> None:
     """Move this (still single-threaded) process into the node's namespace for good."""
-    ctx = netns.entered(name)
-    ctx.__enter__()  # never left: the process lives in the node
+    if threading.active_count() != 1:
+        raise RuntimeError("enter the node namespace before any thread starts")
+    netns.enter(name)
 
 
 state_dir = click.option("--state-dir", required=True, help="the lab's state dir")

@@ -170,7 +170,7 @@ def _load(files: tuple[str, ...]):  # type: ignore[no-untyped-def]
     check_unique(loaded)
     for obj in loaded:
         for note in obj.notes:
-            click.secho(f"note: {obj.where}: {note}", fg="yellow", err=True)
+            click.secho(f"note: {note}", fg="yellow", err=True)
     return loaded
 
 

@@ -8,6 +8,7 @@ not set (allocated IPs, status), and deleting a pod that runs on a node is grace
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +43,8 @@ def bootstrap(objects: Objects, config: ClusterConfig) -> None:
 
     for name in SYSTEM_NAMESPACES:
         if objects.get("Namespace", None, name) is None:
-            try:
+            with contextlib.suppress(AlreadyExistsError):
                 objects.create(namespace_object(name))
-            except AlreadyExistsError:
-                pass
     ensure_default_services(objects, config)
 
 
@@ -106,7 +105,7 @@ def apply_objects(objects: Objects, objs: Iterable[Obj], config: ClusterConfig) 
 
 
 def delete_object(objects: Objects, kind: str, namespace: str | None, name: str) -> Applied:
-    from netlab.control.deployments import request_pod_deletion
+    from netlab.control.pods import request_pod_deletion
     from netlab.control.servicealloc import release_service
 
     current = objects.get(kind, namespace, name)

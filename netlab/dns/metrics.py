@@ -48,9 +48,9 @@ class _Histogram:
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
+    def observe(self, value: float, times: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.total += value * times
 
     def buckets(self) -> list[tuple[str, float]]:
         out, running = [], 0
@@ -66,14 +66,21 @@ class DnsMetrics:
 
     server: the `server` label, CoreDNS style (`dns://:53`).
     zone: the `zone` label: the server block's zone (`.` for the stock one).
+
+    `observe` only bumps one dict entry keyed by every label and both sizes (a
+    given question has fixed sizes, so the keys stay few) plus a duration bucket;
+    `fold` spreads those into the CoreDNS families at scrape time.
     """
+
+    FOLD_AT = 50_000  # raw keys kept before folding early, so memory stays bounded
 
     def __init__(self, server: str = "dns://:53", zone: str = ".") -> None:
         self.server = server
         self.zone = zone
+        self._raw: dict[tuple[str, str, str, str, str, int, int], int] = {}
+        self._durations: dict[str, list[float]] = {}  # bucket counts, then the sum
         self.requests: dict[tuple[str, str, str], int] = {}
         self.responses: dict[tuple[str, str], int] = {}
-        self.durations: dict[str, _Histogram] = {}
         self.request_sizes: dict[str, _Histogram] = {}
         self.response_sizes: dict[str, _Histogram] = {}
         self.bad_packets: dict[str, int] = {}
@@ -84,22 +91,30 @@ class DnsMetrics:
     def observe(self, proto: str, family: str, qtype: str, rcode: str, plugin: str,
                 request_size: int, response_size: int, seconds: float) -> None:
         """Count one answered query (labels already as CoreDNS spells them)."""
-        key = (proto, family, qtype)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        rkey = (rcode, plugin)
-        self.responses[rkey] = self.responses.get(rkey, 0) + 1
-        hist = self.durations.get(qtype)
+        key = (proto, family, qtype, rcode, plugin, request_size, response_size)
+        raw = self._raw
+        raw[key] = raw.get(key, 0) + 1
+        hist = self._durations.get(qtype)
         if hist is None:
-            hist = self.durations[qtype] = _Histogram(TIME_BUCKETS)
-        hist.observe(seconds)
-        hist = self.request_sizes.get(proto)
-        if hist is None:
-            hist = self.request_sizes[proto] = _Histogram(SIZE_BUCKETS)
-        hist.observe(request_size)
-        hist = self.response_sizes.get(proto)
-        if hist is None:
-            hist = self.response_sizes[proto] = _Histogram(SIZE_BUCKETS)
-        hist.observe(response_size)
+            hist = self._durations[qtype] = [0] * (len(TIME_BUCKETS) + 1) + [0.0]
+        hist[bisect_left(TIME_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+        if len(raw) > self.FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Move raw counts into the per-family aggregates."""
+        raw, self._raw = self._raw, {}
+        for (proto, family, qtype, rcode, plugin, req, resp), n in raw.items():
+            key = (proto, family, qtype)
+            self.requests[key] = self.requests.get(key, 0) + n
+            rkey = (rcode, plugin)
+            self.responses[rkey] = self.responses.get(rkey, 0) + n
+            for sizes, value in ((self.request_sizes, req), (self.response_sizes, resp)):
+                hist = sizes.get(proto)
+                if hist is None:
+                    hist = sizes[proto] = _Histogram(SIZE_BUCKETS)
+                hist.observe(value, n)
 
     def bad_packet(self, reason: str) -> None:
         """Count a packet answered FORMERR/NOTIMP or dropped (short_header, response_bit...)."""
@@ -110,6 +125,7 @@ class DnsMetrics:
         self.panics += 1
 
     def total_requests(self) -> int:
+        self.fold()
         return sum(self.requests.values())
 
     def exposition(self) -> bytes:
@@ -121,6 +137,13 @@ class DnsMetrics:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        self.fold()
+        durations = {}
+        for qtype, raw in self._durations.items():
+            hist = _Histogram(TIME_BUCKETS)
+            hist.counts = [int(c) for c in raw[:-1]]
+            hist.total = raw[-1]
+            durations[qtype] = hist
         base = ["server", "zone", "view"]
         head = [self.server, self.zone, ""]
         m = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, "
@@ -134,7 +157,7 @@ class DnsMetrics:
             m.add_metric([*head, rcode, plugin], n)
         yield m
         yield self._histograms("coredns_dns_request_duration_seconds", "Histogram of the time "
-                               "(in seconds) each request took.", "type", self.durations)
+                               "(in seconds) each request took.", "type", durations)
         yield self._histograms("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer "
                                "in bytes (64K for TCP).", "proto", self.request_sizes)
         yield self._histograms("coredns_dns_response_size_bytes", "Size of the returned "

@@ -61,7 +61,7 @@ class Address:
     ready: bool
 
     def label(self, pod_names: bool) -> str:
-        """The endpoint's DNS label: its hostname, else (optionally) its pod name, else the dashed IP.
+        """The endpoint's DNS label: hostname, else (optionally) pod name, else dashed IP.
 
         Mirrors CoreDNS endpointHostname; an IPv6 address ending in `::` gets a `0`
         appended so the label does not end with a dash.
@@ -197,7 +197,7 @@ class RecordIndex:
         return changed
 
     def mark_synced(self) -> None:
-        """Declare the initial list complete: from now on a missing name is NXDOMAIN, not SERVFAIL."""
+        """Declare the initial list complete: a missing name is now NXDOMAIN, not SERVFAIL."""
         if not self.synced:
             self.synced = True
             self.version += 1
@@ -397,7 +397,7 @@ class RecordIndex:
         return [a for a in sl.addresses if a.ready]
 
     def reverse(self, ip: str) -> list[tuple[str, ...]]:
-        """Zone-relative names for a PTR answer: the ClusterIP's service, else every endpoint name."""
+        """Zone-relative names for a PTR answer: the ClusterIP's service, else each endpoint's."""
         key = self._svc_by_ip.get(ip)
         if key is not None and self.namespace_exposed(key[0]):
             return [(key[1], key[0], "svc")]

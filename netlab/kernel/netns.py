@@ -136,6 +136,30 @@ def delete(name: str) -> bool:
     return True
 
 
+def current_inode() -> int:
+    """The namespace the calling thread is in (its inode number identifies it)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def enter(name: str) -> None:
+    """Move the calling thread into the namespace for good, and verify that it did.
+
+    For a process that lives in a node: call it before any thread starts, so every
+    thread inherits the namespace. Refuses to return unless the move happened,
+    because a component left in the host namespace would change the host.
+    """
+    try:
+        target = os.open(path_of(name), os.O_RDONLY)
+    except FileNotFoundError:
+        raise KernelError(f"network namespace {name} does not exist") from None
+    try:
+        _setns(target)
+        if current_inode() != os.fstat(target).st_ino:
+            raise KernelError(f"setns into {name} did not take effect")
+    finally:
+        os.close(target)
+
+
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
     """Run the body with the calling thread inside the namespace, then come back.

@@ -23,6 +23,7 @@ from netlab.lab.netns_machines import NetnsMachines, Underlay, machine_netns
 from netlab.lab.state import StateDir, running_labs
 from netlab.lab.supervisor import spawn_supervisor
 from netlab.node import podfiles
+from netlab.node.agent import node_object
 from netlab.store import open_store
 from netlab.store.objects import Objects
 
@@ -93,6 +94,7 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
         machines.create_machine("ext", plan.ext_address, len(plan.nodes) + 1)
         report("machines", len(plan.nodes) + 1, len(plan.nodes) + 1)
         objects = Objects(open_store(state.store_url))
+        register_nodes(objects, plan.nodes)
         spawn_supervisor(state)
         wait_nodes_ready(objects, state, [n.name for n in plan.nodes], report, timeout)
         apply(objects, list(plan.manifests))
@@ -101,6 +103,16 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
         cleanup.clean(state)
         raise
     return state
+
+
+def register_nodes(objects: Objects, nodes: tuple[NodeSpec, ...]) -> None:
+    """Join the nodes in file order, control plane first, as kubeadm init/join would.
+
+    The agents register themselves too (kubelet does); doing it here first makes the
+    podCIDRs follow the file (control-plane 10.244.0.0/24, then the workers).
+    """
+    ordered = sorted(nodes, key=lambda n: n.role != "control-plane")
+    objects.create_many([node_object(n.name, n.address, n.role) for n in ordered])
 
 
 def _check_processes(state: StateDir) -> None:

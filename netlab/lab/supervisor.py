@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from netlab.kernel import netns
 from netlab.lab.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,14 @@ def component_argv(state: StateDir) -> list[tuple[str, list[str]]]:
     common = ["--state-dir", state.path]
     children = [("control-plane", base + ["control-plane", *common])]
     for node in lab["nodes"]:
+        # Started inside the node's namespace (nsenter), and each enters it again itself:
+        # a node component must never run in the host's namespace.
+        inside = ["nsenter", f"--net={netns.path_of(node['netns'])}", *base]
         node_args = [*common, "--node", node["name"], "--netns", node["netns"]]
-        children.append((f"agent-{node['name']}", base + ["agent", *node_args,
-                                                          "--address", node["address"],
-                                                          "--role", node["role"]]))
-        children.append((f"runtime-{node['name']}", base + ["runtime", *node_args]))
+        children.append((f"agent-{node['name']}", inside + ["agent", *node_args,
+                                                            "--address", node["address"],
+                                                            "--role", node["role"]]))
+        children.append((f"runtime-{node['name']}", inside + ["runtime", *node_args]))
     return children
 
 

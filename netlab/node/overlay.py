@@ -31,6 +31,7 @@ NTF_SELF = 0x02
 EEXIST = 17
 ENOENT = 2
 ESRCH = 3
+RTPROT_BOOT = 3
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ class Overlay:
     def _route(self, command: str, **kw: Any) -> None:
         dst = kw.pop("dst")
         net = ipaddress.ip_network(dst)
-        kw.update(dst=str(net.network_address), dst_len=net.prefixlen, family=socket.AF_INET)
+        kw.update(dst=str(net.network_address), dst_len=net.prefixlen, family=socket.AF_INET,
+                  proto=RTPROT_BOOT)  # what flanneld's routes show (no "proto static")
         if command == "del":
             self._quiet(lambda: self.ipr.route("del", **kw))
             return
