@@ -59,7 +59,30 @@ class HostState:
     mounts: tuple[str, ...]
 
     @classmethod
-    def capture(cls) -> HostState:
+    def capture(cls, lab: str | None = None) -> HostState:
+        """The host now; with `lab`, other labs running at the same time are left out.
+
+        Leaving them out keeps a test about one lab's cleanup meaningful while a
+        developer runs another lab (CI runs one at a time, so nothing is left out there).
+        """
+        others = _other_labs(lab) if lab else []
+        state = cls._capture()
+        return state._without(others) if others else state
+
+    def _without(self, labs: list[str]) -> HostState:
+        prefixes = tuple(f"nl-{name}-" for name in labs)
+        dirs = tuple(f"/run/knetlab/{name}" for name in labs)
+        return HostState(
+            netns=tuple(n for n in self.netns if not n.startswith(prefixes)),
+            links=self.links, routes=self.routes, iptables=self.iptables, nft=self.nft,
+            processes=tuple(p for p in self.processes if not any(d in p for d in dirs)),
+            etc_netns=tuple(n for n in self.etc_netns if not n.startswith(prefixes)),
+            run_netns=tuple(n for n in self.run_netns if not n.startswith(prefixes)),
+            mounts=tuple(m for m in self.mounts if not any(p in m for p in prefixes)),
+        )
+
+    @classmethod
+    def _capture(cls) -> HostState:
         links = "\n".join(sorted(line.split()[0] for line in
                                  _run("ip", "-br", "link").splitlines()))
         return cls(
@@ -78,6 +101,10 @@ class HostState:
         return [f"{name}: before={getattr(self, name)!r} after={getattr(other, name)!r}"
                 for name in self.__dataclass_fields__
                 if getattr(self, name) != getattr(other, name)]
+
+
+def _other_labs(lab: str) -> list[str]:
+    return [name for name in _listing("/run/knetlab") if name not in (lab, "<absent>")]
 
 
 def _strip_counters(text: str) -> str:

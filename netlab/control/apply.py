@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.api.cluster import ClusterConfig
+from netlab.api.objects import validate_object
 from netlab.errors import ManifestError
 from netlab.store.objects import AlreadyExistsError, Obj, Objects
 
@@ -71,9 +72,12 @@ def _same(a: Obj, b: Obj) -> bool:
     return strip(a) == strip(b)
 
 
-def apply_object(objects: Objects, obj: Obj, config: ClusterConfig) -> Applied:
+def apply_object(objects: Objects, obj: Obj, config: ClusterConfig,
+                 source: str = "<object>") -> Applied:
+    """Validate (as the API server does on every write), admit, then create or update."""
     from netlab.control.servicealloc import admit_service
 
+    obj, _notes = validate_object(obj, source)
     kind, meta = obj["kind"], obj["metadata"]
     namespace, name = meta.get("namespace"), meta["name"]
     if namespace and objects.get("Namespace", None, namespace) is None:

@@ -25,6 +25,7 @@ from netlab.control import (
     apiserver,
     deployments,
     endpointslices,
+    leases,
     nodeipam,
     replicasets,
     scheduler,
@@ -159,6 +160,7 @@ class ControlPlane:
             "scheduler": lambda: scheduler.sync(writer, view),
             "endpointslices": endpoint_slices,
             "kubernetes endpoints": lambda: apiserver.sync(writer, view),
+            "subnet leases": lambda: leases.sync(self.objects, view),
         }
         for name, step in steps.items():
             try:

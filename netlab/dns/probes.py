@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Callable
 
 from netlab.dns.metrics import DnsMetrics
+
+log = logging.getLogger(__name__)
 
 Route = Callable[[], tuple[int, str, bytes]]  # -> status, content type, body
 TEXT = "text/plain; charset=utf-8"
@@ -60,7 +63,9 @@ async def serve_http(sock: socket.socket, routes: dict[str, Route]) -> asyncio.S
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError, ValueError):
-            pass
+            pass  # a client that hung up or spoke no HTTP gets nothing
+        except Exception:
+            log.exception("probe handler failed")
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):

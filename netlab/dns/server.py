@@ -127,6 +127,7 @@ class DnsServer:
                  tcp_idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
         self.index = index
         self.resolver = Resolver(index, config)
+        self._label_metrics = metrics is None  # name the `server` label after our port
         self.metrics = metrics or DnsMetrics()
         self.forwarder = Forwarder(upstreams) if upstreams else None
         self.responder = Responder(self.resolver, self.metrics,
@@ -136,6 +137,7 @@ class DnsServer:
         self._udp: list[_UdpEndpoint] = []
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[_TcpConnection] = set()
         self._serving = False
 
     # -- feeding ----------------------------------------------------------------
@@ -159,6 +161,9 @@ class DnsServer:
     async def start(self, listeners: Listeners) -> None:
         """Serve every socket in `listeners` (the server takes ownership of them)."""
         self._loop = asyncio.get_running_loop()
+        if self._label_metrics and (listeners.udp or listeners.tcp):
+            port = (listeners.udp or listeners.tcp)[0].getsockname()[1]
+            self.metrics.server = f"dns://:{port}"
         for sock in listeners.udp:
             endpoint = _UdpEndpoint(self, sock)
             self._loop.add_reader(sock.fileno(), endpoint.on_readable)
@@ -185,6 +190,8 @@ class DnsServer:
         self._udp.clear()
         for server in self._servers:
             server.close()
+        for connection in list(self._connections):
+            connection.close()
         for task in list(self._tasks):
             task.cancel()
         for server in self._servers:
@@ -271,15 +278,16 @@ class _TcpConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_INET6:
             self.family = "2"
+        self.server._connections.add(self)
         self._arm_idle()
 
     def _arm_idle(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
         loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.server.tcp_idle_timeout, self._close)
+        self._idle = loop.call_later(self.server.tcp_idle_timeout, self.close)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
@@ -316,4 +324,5 @@ class _TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        self.server._connections.discard(self)
         self.transport = None

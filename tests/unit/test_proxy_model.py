@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from proxy_objects import endpoint, endpoint_slice, port, service
 
 from netlab.proxy.changes import ChangeTracker
 from netlab.proxy.iptables import names
 from netlab.proxy.model import NamespacedName, ServicePortName, service_ports
 from netlab.proxy.topology import categorize_endpoints
+from tests.unit.proxy_objects import endpoint, endpoint_slice, port, service
 
 SPN = ServicePortName("ns", "web", "http", "TCP")
 

@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-from proxy_objects import endpoint, endpoint_slice, port, service, snapshot_of
 
 from netlab.errors import KernelError
 from netlab.proxy.backend import BackendResult
@@ -21,6 +20,7 @@ from netlab.proxy.iptables.kernel import parse_save
 from netlab.proxy.metrics import ProxyMetrics, metrics_server
 from netlab.proxy.model import ServicePortName
 from netlab.proxy.proxier import Proxier
+from tests.unit.proxy_objects import endpoint, endpoint_slice, port, service, snapshot_of
 
 
 class FakeBackend:

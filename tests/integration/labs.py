@@ -1,0 +1,56 @@
+"""Lab files for the integration tests, as data: small, fast, each with its own name."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+WEB = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "web", "labels": {"app": "web"}},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{
+                "name": "netexec", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47",
+                "args": ["netexec", "--http-port=8080", "--udp-port=8081"],
+                "ports": [{"name": "http", "containerPort": 8080},
+                          {"name": "udp", "containerPort": 8081, "protocol": "UDP"}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+            }]},
+        },
+    },
+}
+
+
+def pod(name: str, node: str | None = None, **spec: Any) -> dict[str, Any]:
+    """An agnhost netexec pod, optionally pinned to a node."""
+    body: dict[str, Any] = {"containers": [{
+        "name": "netexec", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47",
+        "args": ["netexec", "--http-port=8080", "--udp-port=8081"],
+        "ports": [{"containerPort": 8080}]}]}
+    if node:
+        body["nodeName"] = node
+    body.update(spec)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}}, "spec": body}
+
+
+def lab_data(name: str, backend: str = "vxlan") -> dict[str, Any]:
+    return {
+        "name": name,
+        "nodes": [{"name": "control-plane", "role": "control-plane"},
+                  {"name": "worker-1", "role": "worker"},
+                  {"name": "worker-2", "role": "worker"}],
+        "network": {"backend": backend},
+    }
+
+
+def manifests_file(tmp_dir: Any, objs: list[dict[str, Any]]) -> str:
+    import yaml
+
+    path = tmp_dir / "manifests.yaml"
+    path.write_text(yaml.safe_dump_all(copy.deepcopy(objs)))
+    return str(path)
