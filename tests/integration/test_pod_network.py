@@ -10,8 +10,8 @@ import time
 import pytest
 
 from netlab.kernel import netns
-from netlab.lab.session import RunningLab, start_lab
 from netlab.lab import lifecycle
+from netlab.lab.session import RunningLab, start_lab
 from tests.hoststate import HostState
 from tests.integration.labs import lab_data, pod
 
