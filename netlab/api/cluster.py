@@ -26,6 +26,8 @@ class ClusterConfig:
     proxy_mode: str = "iptables"
     sync_period: float = 30.0
     min_sync_period: float = 1.0
+    dns_enabled: bool = True
+    dns_replicas: int = 2
     dns_ttl: int = 30
     dns_upstreams: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)

@@ -93,7 +93,7 @@ def runtime(state_dir: str, node: str, netns_name: str) -> None:
 
     _logging(f"runtime-{node}")
     state = _state(state_dir)
-    Runtime(state.store_url, state.lab, node).run(_stop_event())
+    Runtime(state.store_url, state.read_config(), node).run(_stop_event())
 
 
 COMMANDS = [supervise, control_plane, agent, runtime]

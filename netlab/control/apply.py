@@ -15,6 +15,7 @@ from typing import Any
 
 from netlab.api.cluster import ClusterConfig
 from netlab.api.objects import validate_object
+from netlab.dns.addon import coredns_deployment, kube_dns_service
 from netlab.errors import ManifestError
 from netlab.store.objects import AlreadyExistsError, Obj, Objects
 
@@ -39,7 +40,7 @@ def namespace_object(name: str) -> Obj:
 
 
 def bootstrap(objects: Objects, config: ClusterConfig) -> None:
-    """What kubeadm init leaves: the system namespaces and the `kubernetes` Service."""
+    """What kubeadm init leaves: system namespaces, the `kubernetes` Service, the DNS addon."""
     from netlab.control.servicealloc import ensure_default_services
 
     for name in SYSTEM_NAMESPACES:
@@ -47,6 +48,9 @@ def bootstrap(objects: Objects, config: ClusterConfig) -> None:
             with contextlib.suppress(AlreadyExistsError):
                 objects.create(namespace_object(name))
     ensure_default_services(objects, config)
+    if config.dns_enabled:
+        apply_objects(objects, [kube_dns_service(config.dns_cluster_ip),
+                                coredns_deployment(config.dns_replicas)], config)
 
 
 def _merge_update(current: Obj, wanted: Obj) -> Obj:

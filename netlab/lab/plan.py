@@ -28,6 +28,8 @@ def cluster_config(lab: Lab, name: str) -> ClusterConfig:
         proxy_mode=lab.proxy.mode,
         sync_period=lab.proxy.sync_period,
         min_sync_period=lab.proxy.min_sync_period,
+        dns_enabled=lab.dns.enabled,
+        dns_replicas=lab.dns.replicas,
         dns_ttl=lab.dns.ttl,
         dns_upstreams=tuple(lab.dns.upstreams),
     )

@@ -1,10 +1,11 @@
 """The container runtime's role: run each pod's workload, one process for the whole node.
 
 Pods have no containers here; what runs "in" a pod is the netexec-compatible
-server (netlab.apps), listening on sockets opened inside the pod's namespace. The
-runtime is its own process, separate from the agent, so that restarting the agent
-(kubelet, flannel and kube-proxy roles) leaves workloads serving, as a real
-container runtime keeps containers running across a kubelet restart.
+server (netlab.apps), listening on sockets opened inside the pod's namespace, or,
+for CoreDNS pods, the cluster DNS server (netlab.dns). The runtime is its own
+process, separate from the agent, so that restarting the agent (kubelet, flannel
+and kube-proxy roles) leaves workloads serving, as a real container runtime keeps
+containers running across a kubelet restart.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 
+from netlab.api.cluster import ClusterConfig
 from netlab.apps.container import plan_for_pod
 from netlab.apps.runner import PodServerThread
+from netlab.dns.addon import is_dns_pod
+from netlab.dns.pods import DNS_KINDS, DnsPods
 from netlab.errors import NetlabError
 from netlab.node.podfiles import pod_netns_name
 from netlab.node.pods import pod_key
 from netlab.store import open_store
 from netlab.store.informer import Informer
-from netlab.store.objects import ObjectEvent, Objects
+from netlab.store.objects import Obj, ObjectEvent, Objects
 
 log = logging.getLogger(__name__)
 
@@ -27,42 +31,64 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Keeps the served pods equal to this node's running pods."""
 
-    def __init__(self, store_url: str, lab: str, node: str) -> None:
+    def __init__(self, store_url: str, config: ClusterConfig, node: str) -> None:
         self.objects = Objects(open_store(store_url))
-        self.lab = lab
+        self.config = config
         self.node = node
         self.apps = PodServerThread()
+        self.dns = DnsPods(config.cluster_domain, config.dns_ttl, config.dns_upstreams)
         self.served: dict[str, tuple[str, str]] = {}  # key -> (uid, podIP)
-        self.informer = Informer(self.objects, ["Pod"], self._on_batch)
+        self.informer = Informer(self.objects, list(DNS_KINDS), self._on_batch)
 
-    def _on_batch(self, _events: list[ObjectEvent]) -> None:
+    def _on_batch(self, events: list[ObjectEvent]) -> None:
+        if self.dns.servers:
+            for ev in events:
+                self.dns.apply(ev.kind, ev.type, ev.obj)
+        if any(ev.kind == "Pod" for ev in events):
+            self._reconcile()
+
+    def _wanted(self) -> dict[str, Obj]:
         wanted = {}
         for pod in self.informer.items("Pod"):
             meta, status = pod["metadata"], pod.get("status") or {}
             if (pod.get("spec", {}).get("nodeName") == self.node and status.get("podIP")
                     and not meta.get("deletionTimestamp")):
                 wanted[pod_key(pod)] = pod
+        return wanted
+
+    def _reconcile(self) -> None:
+        wanted = self._wanted()
         for key in [k for k in self.served if k not in wanted]:
+            self.dns.remove(key)
             self.apps.remove_pod(key)
             del self.served[key]
         for key, pod in wanted.items():
-            meta = pod["metadata"]
-            ident = (meta["uid"], pod["status"]["podIP"])
+            ident = (pod["metadata"]["uid"], pod["status"]["podIP"])
             if self.served.get(key) == ident:
                 continue
             try:
-                plan = plan_for_pod(pod["spec"].get("containers") or [])
-                self.apps.add_pod(key, pod_netns_name(self.lab, meta["namespace"], meta["name"]),
-                                  pod["spec"].get("hostname") or meta["name"],
-                                  plan.http_ports, plan.udp_ports, mode=plan.mode)
-            except NetlabError as exc:
+                self._start(key, pod)
+            except (NetlabError, OSError) as exc:
                 log.error("pod %s: cannot start workload: %s", key, exc)
                 continue
             self.served[key] = ident
-            log.info("serving %s on tcp %s udp %s", key, plan.http_ports, plan.udp_ports)
+
+    def _start(self, key: str, pod: Obj) -> None:
+        meta = pod["metadata"]
+        netns_name = pod_netns_name(self.config.lab, meta["namespace"], meta["name"])
+        if is_dns_pod(pod):
+            known = [(kind, obj) for (kind, _, _), obj in list(self.informer.cache.items())]
+            self.dns.add(key, netns_name, pod["status"]["podIP"], known)
+            log.info("serving DNS for %s", key)
+            return
+        plan = plan_for_pod(pod["spec"].get("containers") or [])
+        self.apps.add_pod(key, netns_name, pod["spec"].get("hostname") or meta["name"],
+                          plan.http_ports, plan.udp_ports, mode=plan.mode)
+        log.info("serving %s on tcp %s udp %s", key, plan.http_ports, plan.udp_ports)
 
     def run(self, stop: threading.Event) -> None:
         self.informer.start()
         stop.wait()
         self.informer.stop()
+        self.dns.close()
         self.apps.close()

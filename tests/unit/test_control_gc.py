@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from control_objects import deployment, node, open_objects, pod, stored_view
+from tests.unit.control_objects import deployment, node, open_objects, pod, stored_view
 
 from netlab.control.gc import ORPHAN_NODE_QUARANTINE, GarbageCollector, orphans
 from netlab.control.view import View, Writer

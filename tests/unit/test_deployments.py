@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 
-from control_objects import deployment
+from tests.unit.control_objects import deployment
 
 from netlab.control import deployments
 from netlab.control.deployments import REVISION, TEMPLATE_HASH_LABEL, plan, template_hash

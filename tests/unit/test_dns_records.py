@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from netlab.dns.records import Entry, NameError_, RecordIndex, RecordOptions, dashed, undashed
+from netlab.dns.objects import dashed, undashed
+from netlab.dns.records import Entry, NameError_, RecordIndex, RecordOptions
 from tests.unit.dns_k8s_objects import endpoint, endpoint_slice, namespace, pod, service
 
 

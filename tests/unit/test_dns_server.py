@@ -168,7 +168,7 @@ def test_health_is_ok_and_ready_waits_for_the_initial_sync() -> None:
         reply = await dns.asyncquery.udp(query("nope.prod.svc.cluster.local"), HOST,
                                          port=run.port, timeout=2)
         assert reply.rcode() == dns.rcode.SERVFAIL  # unsynced: no false NXDOMAIN
-        index.mark_synced()
+        run.server.mark_synced()
         assert await http_get(run.http["ready"], "/ready") == (200, b"OK")
         assert (await http_get(run.http["ready"], "/nope"))[0] == 404
     with_server(body, index=index)
@@ -237,3 +237,25 @@ def test_stop_releases_the_ports() -> None:
     with_server(body)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, ports[0]))
+
+
+def test_two_servers_can_share_a_port_with_reuse_port() -> None:
+    async def main() -> None:
+        first = open_listeners(HOST, 0, metrics_port=None, health_port=None, ready_port=None,
+                               reuse_port=True)
+        port = first.udp[0].getsockname()[1]
+        second = open_listeners(HOST, port, metrics_port=None, health_port=None,
+                                ready_port=None, reuse_port=True)
+        servers = [DnsServer(build_index()), DnsServer(build_index())]
+        await servers[0].start(first)
+        await servers[1].start(second)
+        try:
+            for _ in range(24):  # fresh source ports: the kernel hashes them over both
+                reply = await dns.asyncquery.udp(query("web.prod.svc.cluster.local"), HOST,
+                                                 port=port, timeout=2)
+                assert reply.answer[0][0].address == "10.96.0.20"
+            assert all(s.metrics.total_requests() > 0 for s in servers)
+        finally:
+            for server in servers:
+                await server.stop()
+    asyncio.run(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from control_objects import node, open_objects, pod, service, stored_view
+from tests.unit.control_objects import node, open_objects, pod, service, stored_view
 
 from netlab.control import apiserver, endpointslices
 from netlab.control.endpointslices import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from control_objects import node, open_objects, stored_view
+from tests.unit.control_objects import node, open_objects, stored_view
 
 from netlab.api.cluster import ClusterConfig
 from netlab.control import nodeipam

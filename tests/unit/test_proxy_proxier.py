@@ -290,3 +290,12 @@ COMMIT
     assert tables["nat"].builtin_rules == {
         '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'}
     assert tables["mangle"].chains == {"KUBE-PROXY-CANARY"}
+
+
+def test_parse_save_does_not_skip_the_table_after_an_empty_one():
+    text = ("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n# Completed\n"
+            "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-PROXY-CANARY - [0:0]\n-A INPUT -j KUBE-FIREWALL\n"
+            "COMMIT\n")
+    tables = parse_save(text)
+    assert tables["nat"].chains == {"PREROUTING"}
+    assert tables["filter"].builtin_rules == {"-A INPUT -j KUBE-FIREWALL"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from control_objects import node, open_objects, pod, stored_view
+from tests.unit.control_objects import node, open_objects, pod, stored_view
 
 from netlab.control import replicasets
 from netlab.control.meta import SAFE_ALPHABET

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from control_objects import deployment, node, open_objects, pod, stored_view
+from tests.unit.control_objects import deployment, node, open_objects, pod, stored_view
 
 from netlab.control import scheduler
 from netlab.control.view import Writer

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from control_objects import open_objects, service
+from tests.unit.control_objects import open_objects, service
 
 from netlab.api.cluster import ClusterConfig
 from netlab.control import servicealloc
