@@ -225,6 +225,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def host_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (every CPU), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def lab_usage(state: StateDir) -> dict[str, Any]:
     """Memory and CPU time of every live process of the lab, and their sums."""
     per_role = {}
@@ -268,17 +276,19 @@ def run_lab(plan: LabPlan, timeout: float) -> dict[str, Any]:
         apply_objects(objects, objs, plan.config)
 
     phases = Phases()
-    cpu_started = time.process_time()
+    cpu_started, busy_started = time.process_time(), host_busy_seconds()
     with lab_cleaned_on_error(plan.name):
         state = lifecycle.up(plan, apply, phases.report, timeout)
         up_s = time.perf_counter() - phases.started
         driver_cpu_s = time.process_time() - cpu_started
+        busy_s = host_busy_seconds() - busy_started
         usage = lab_usage(state)
         started = time.perf_counter()
         lifecycle.down(plan.name)
         down_s = time.perf_counter() - started
     return {"up_s": up_s, "phases_s": phases.done, "down_s": down_s, "usage": usage,
-            "driver_cpu_s": round(driver_cpu_s, 2)}
+            "driver_cpu_s": round(driver_cpu_s, 2),
+            "others_cpu_s": round(busy_s - driver_cpu_s - usage["cpu_s"], 2)}
 
 
 # the run ---------------------------------------------------------------------------------
@@ -291,6 +301,8 @@ def machine_info() -> dict[str, Any]:
                 break
     return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": model,
             "python": platform.python_version(),
+            # Set, every lab process compiles netlab from source at start (more CPU).
+            "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
             "ip": subprocess.run(["ip", "-V"], capture_output=True, text=True).stdout.strip()}
 
 
@@ -304,7 +316,8 @@ def measure(pods: int, timeout: float, prefix: str) -> dict[str, Any]:
 
 
 def print_table(baseline: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    header = (f"{'pods':>5} {'floor':>7} {'up':>7} {'ratio':>6} {'CPU':>7} {'PSS total':>10} "
+    header = (f"{'pods':>5} {'floor':>7} {'up':>7} {'ratio':>6} {'CPU':>7} {'others':>7} "
+              f"{'PSS total':>10} "
               f"{'PSS/pod':>9} {'RSS total':>10} {'down':>6} {'floor dn':>8}")
     print(header)
     print("-" * len(header))
@@ -315,10 +328,12 @@ def print_table(baseline: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         ratio = r["up_s"] / r["floor"]["setup_s"] if n else float("nan")
         cpu = r["usage"]["cpu_s"] + r["driver_cpu_s"]
         print(f"{n:>5} {r['floor']['setup_s']:6.2f}s {r['up_s']:6.2f}s {ratio:6.1f} {cpu:6.1f}s "
+              f"{r['others_cpu_s']:6.1f}s "
               f"{r['usage']['pss_kib'] / 1024:8.1f} M {per_pod} "
               f"{r['usage']['rss_kib'] / 1024:8.1f} M {r['down_s']:5.2f}s "
               f"{r['floor']['teardown_s']:7.2f}s")
-    print("CPU: user+system seconds of the lab's processes and of this one until Ready.\n"
+    print("CPU: user+system seconds of the lab's processes and of this one until Ready;\n"
+          "others: CPU the rest of the machine used meanwhile (other work skews the run).\n"
           "PSS/pod: (PSS of the lab at N pods - PSS at 0 pods) / N.\n"
           "Phases done, seconds from the start of up; CPU seconds per process:")
     for r in [baseline, *rows]:
@@ -333,6 +348,8 @@ def main() -> None:
                         help="pod counts, comma-separated (default: 30,300)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for every pod to be Ready")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each size this many times (one row each)")
     parser.add_argument("--prefix", default="bench", help="lab name prefix (default: bench)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default: results/bench_up-<time>.json)")
@@ -341,7 +358,7 @@ def main() -> None:
         sys.exit("bench_up needs root (network namespaces): run it with sudo")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     baseline = measure(0, args.timeout, args.prefix)
-    rows = [measure(n, args.timeout, args.prefix) for n in sizes]
+    rows = [measure(n, args.timeout, args.prefix) for n in sizes for _ in range(args.repeat)]
     print_table(baseline, rows)
     output = args.output or REPO / "results" / time.strftime("bench_up-%Y%m%d-%H%M%S.json")
     output.parent.mkdir(parents=True, exist_ok=True)

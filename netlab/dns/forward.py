@@ -9,15 +9,16 @@ out-of-cluster targets of ExternalName CNAMEs, as CoreDNS's upstream lookup does
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dns.asyncquery
 import dns.message
 import dns.rdataclass
 
-from netlab.dns.wire import Pending, Responder
+from netlab.dns.wire import Pending
 
 DEFAULT_TIMEOUT = 2.0
+Finish = Callable[[Pending, "dns.message.Message | None"], bytes]
 
 
 def parse_upstream(text: str) -> tuple[str, int]:
@@ -50,12 +51,15 @@ class Forwarder:
                 continue
         return None
 
-    async def complete(self, responder: Responder, pending: Pending) -> bytes:
-        """The reply bytes for a Pending query: forwarded whole, or with its CNAME chased."""
+    async def complete(self, finish: Finish, pending: Pending) -> bytes:
+        """The reply bytes for a Pending query: forwarded whole, or with its CNAME chased.
+
+        finish: Responder.finish (or a wrapper taking the server's lock).
+        """
         tcp = pending.proto == "tcp"
         if pending.answer.forward:
-            return responder.finish(pending, await self.ask(pending.query, tcp))
+            return finish(pending, await self.ask(pending.query, tcp))
         question = pending.query.question[0]
         chase = dns.message.make_query(pending.answer.chase, question.rdtype,
                                        dns.rdataclass.IN)
-        return responder.finish(pending, await self.ask(chase, tcp))
+        return finish(pending, await self.ask(chase, tcp))

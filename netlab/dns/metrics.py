@@ -77,7 +77,8 @@ class DnsMetrics:
     def __init__(self, server: str = "dns://:53", zone: str = ".") -> None:
         self.server = server
         self.zone = zone
-        self._raw: dict[tuple[str, str, str, str, str, int, int], int] = {}
+        # Public so the responder's cache-hit path can count inline (see Responder.handle).
+        self.raw: dict[tuple[str, str, str, str, str, int, int], int] = {}
         self._durations: dict[str, list[float]] = {}  # bucket counts, then the sum
         self.requests: dict[tuple[str, str, str], int] = {}
         self.responses: dict[tuple[str, str], int] = {}
@@ -92,20 +93,26 @@ class DnsMetrics:
                 request_size: int, response_size: int, seconds: float) -> None:
         """Count one answered query (labels already as CoreDNS spells them)."""
         key = (proto, family, qtype, rcode, plugin, request_size, response_size)
-        raw = self._raw
+        raw = self.raw
         raw[key] = raw.get(key, 0) + 1
-        hist = self._durations.get(qtype)
-        if hist is None:
-            hist = self._durations[qtype] = [0] * (len(TIME_BUCKETS) + 1) + [0.0]
+        hist = self.duration_histogram(qtype)
         hist[bisect_left(TIME_BUCKETS, seconds)] += 1
         hist[-1] += seconds
         if len(raw) > self.FOLD_AT:
             self.fold()
 
+    def duration_histogram(self, qtype: str) -> list[float]:
+        """The live bucket list for one query type: counts per TIME_BUCKETS slot, then the sum."""
+        hist = self._durations.get(qtype)
+        if hist is None:
+            hist = self._durations[qtype] = [0] * (len(TIME_BUCKETS) + 1) + [0.0]
+        return hist
+
     def fold(self) -> None:
-        """Move raw counts into the per-family aggregates."""
-        raw, self._raw = self._raw, {}
-        for (proto, family, qtype, rcode, plugin, req, resp), n in raw.items():
+        """Move raw counts into the per-family aggregates (in place: holders keep `raw`)."""
+        raw = list(self.raw.items())
+        self.raw.clear()
+        for (proto, family, qtype, rcode, plugin, req, resp), n in raw:
             key = (proto, family, qtype)
             self.requests[key] = self.requests.get(key, 0) + n
             rkey = (rcode, plugin)

@@ -13,73 +13,27 @@ relative to the cluster zone, in query order (`("web", "prod", "svc")`).
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PodMode = Literal["disabled", "insecure", "verified"]
-ServiceKind = Literal["ClusterIP", "Headless", "ExternalName"]
+from netlab.dns.objects import (
+    Address,
+    Port,
+    Service,
+    Slice,
+    namespaced_name,
+    pod_ips_from,
+    service_from,
+    slice_from,
+    undashed,
+)
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+PodMode = Literal["disabled", "insecure", "verified"]
 # Namespaces a cluster always has (they cannot be deleted), so `default.svc.<zone>`
 # behaves as in a real cluster even when the store holds no Namespace objects.
 BUILTIN_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
-
-
-@dataclass(frozen=True)
-class Port:
-    """A named port as DNS matches it: name and protocol lowercase; port -1 = none declared."""
-
-    name: str
-    port: int
-    protocol: str
-
-
-NO_PORT = Port("", -1, "")
-
-
-@dataclass(frozen=True)
-class Service:
-    namespace: str
-    name: str
-    kind: ServiceKind
-    cluster_ips: tuple[str, ...]
-    external_name: str
-    ports: tuple[Port, ...]
-    publish_not_ready: bool
-
-
-@dataclass(frozen=True)
-class Address:
-    """One endpoint address of a slice; `ready` is conditions.ready (None counts as ready)."""
-
-    ip: str
-    hostname: str
-    pod_name: str
-    ready: bool
-
-    def label(self, pod_names: bool) -> str:
-        """The endpoint's DNS label: hostname, else (optionally) pod name, else dashed IP.
-
-        Mirrors CoreDNS endpointHostname; an IPv6 address ending in `::` gets a `0`
-        appended so the label does not end with a dash.
-        """
-        if self.hostname:
-            return self.hostname
-        if pod_names and self.pod_name and len(self.pod_name) < 64:
-            return self.pod_name
-        return dashed(self.ip)
-
-
-@dataclass(frozen=True)
-class Slice:
-    namespace: str
-    name: str
-    service: str
-    addresses: tuple[Address, ...]
-    ports: tuple[Port, ...]
 
 
 @dataclass(frozen=True)
@@ -99,26 +53,6 @@ class Entry:
 
 class NameError_(LookupError):
     """The name does not exist (NXDOMAIN), as opposed to existing without data."""
-
-
-def dashed(ip: str) -> str:
-    """`10.244.1.5` -> `10-244-1-5`; `fd00::` -> `fd00--0` (CoreDNS endpoint label)."""
-    if "." in ip:
-        return ip.replace(".", "-")
-    label = ip.replace(":", "-")
-    return label + "0" if label.endswith("-") else label
-
-
-def undashed(label: str) -> str | None:
-    """The IP a pod label spells (`10-244-1-5`, `fd00--1`), or None; CoreDNS findPods rules."""
-    if label.count("-") == 3 and "--" not in label:
-        text = label.replace("-", ".")
-    else:
-        text = label.replace("-", ":")
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -207,7 +141,7 @@ class RecordIndex:
         self.version += 1
 
     def _apply_service(self, obj: dict[str, Any], deleted: bool) -> bool:
-        ns, name = _meta(obj)
+        ns, name = namespaced_name(obj)
         key = (ns, name)
         old = self._services.get(key)
         new = None if deleted else service_from(obj)
@@ -227,7 +161,7 @@ class RecordIndex:
         return True
 
     def _apply_slice(self, obj: dict[str, Any], deleted: bool) -> bool:
-        ns, name = _meta(obj)
+        ns, name = namespaced_name(obj)
         key = (ns, name)
         old = self._slices.get(key)
         new = None if deleted else slice_from(obj)
@@ -256,7 +190,7 @@ class RecordIndex:
         return True
 
     def _apply_pod(self, obj: dict[str, Any], deleted: bool) -> bool:
-        ns, name = _meta(obj)
+        ns, name = namespaced_name(obj)
         key = (ns, name)
         old = self._pods.get(key)
         new = None if deleted else pod_ips_from(obj)
@@ -449,72 +383,3 @@ def _strip_underscore(label: str) -> str:
 def _port_matches(port: str, protocol: str, p: Port) -> bool:
     """CoreDNS matchPortAndProtocol: an empty query part matches anything."""
     return (not port or port == p.name) and (not protocol or protocol == p.protocol)
-
-
-def _meta(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise ValueError("object has no metadata.name")
-    return str(meta.get("namespace") or "default"), str(name)
-
-
-def _valid_ip(text: Any) -> str | None:
-    try:
-        return str(ipaddress.ip_address(str(text)))
-    except ValueError:
-        return None
-
-
-def _ports(raw: Any) -> tuple[Port, ...]:
-    ports = []
-    for p in raw or ():
-        number = p.get("port")
-        ports.append(Port(str(p.get("name") or "").lower(),
-                          int(number) if number is not None else -1,
-                          str(p.get("protocol") or "TCP").lower()))
-    return tuple(ports) or (NO_PORT,)
-
-
-def service_from(obj: dict[str, Any]) -> Service:
-    """Keep what DNS needs of a v1 Service."""
-    ns, name = _meta(obj)
-    spec = obj.get("spec") or {}
-    kind: ServiceKind
-    raw_ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
-    if spec.get("type") == "ExternalName":
-        kind, ips = "ExternalName", ()
-    elif raw_ips and raw_ips[0] == "None":
-        kind, ips = "Headless", ()
-    else:
-        kind = "ClusterIP"
-        ips = tuple(ip for ip in map(_valid_ip, raw_ips) if ip)
-    external = str(spec.get("externalName") or "").rstrip(".")
-    if kind == "ExternalName" and _valid_ip(external):
-        external = ""  # CoreDNS publishes ExternalName only when it is a name
-    return Service(ns, name, kind, ips, external, _ports(spec.get("ports")),
-                   bool(spec.get("publishNotReadyAddresses")))
-
-
-def slice_from(obj: dict[str, Any]) -> Slice:
-    """Keep what DNS needs of a discovery.k8s.io/v1 EndpointSlice."""
-    ns, name = _meta(obj)
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    addresses = []
-    for ep in obj.get("endpoints") or ():
-        ready = (ep.get("conditions") or {}).get("ready")
-        ref = ep.get("targetRef") or {}
-        pod_name = str(ref.get("name") or "") if ref.get("kind", "Pod") == "Pod" else ""
-        for raw in ep.get("addresses") or ():
-            ip = _valid_ip(raw)
-            if ip:
-                addresses.append(Address(ip, str(ep.get("hostname") or "").lower(), pod_name,
-                                         ready is None or bool(ready)))
-    return Slice(ns, name, str(labels.get(SERVICE_NAME_LABEL, "")), tuple(addresses),
-                 _ports(obj.get("ports")))
-
-
-def pod_ips_from(obj: dict[str, Any]) -> tuple[str, ...]:
-    status = obj.get("status") or {}
-    raw = [p.get("ip") for p in status.get("podIPs") or ()] or [status.get("podIP")]
-    return tuple(ip for ip in map(_valid_ip, filter(None, raw)) if ip)

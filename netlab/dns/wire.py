@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import dns.exception
@@ -31,12 +32,13 @@ import dns.rcode
 import dns.renderer
 import dns.rrset
 
-from netlab.dns.metrics import DnsMetrics, rcode_label, type_label
+from netlab.dns.metrics import TIME_BUCKETS, DnsMetrics, rcode_label, type_label
 from netlab.dns.resolver import Answer, Resolver
 
 log = logging.getLogger(__name__)
 
 UDP_MIN = 512
+FIRST_TIME_BUCKET = TIME_BUCKETS[0]
 TCP_MAX = 65535
 OPT_SIZE = 11  # root name, type, class, TTL, empty rdata
 _HEAD_QUERY_ONE = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, ancount 0, nscount 0
@@ -85,6 +87,8 @@ class _Cached:
     heads_opt: tuple[bytes, ...]   # same with one more additional record (our OPT)
     qtype: str
     rcode: str
+    plugin: str
+    durations: list[float]  # the metrics histogram of this query type, updated in place
 
 
 def _header_only(data: bytes, rcode: int) -> bytes:
@@ -146,7 +150,9 @@ class Responder:
     def __init__(self, resolver: Resolver, metrics: DnsMetrics | None = None, *,
                  can_forward: bool = False, cache_size: int = 50_000) -> None:
         self.resolver = resolver
+        self._index = resolver.index  # its version says when cached answers went stale
         self.metrics = metrics or DnsMetrics()
+        self._raw = self.metrics.raw
         self.can_forward = can_forward
         self.cache_size = cache_size
         self._cache: dict[bytes, _Cached] = {}
@@ -164,7 +170,7 @@ class Responder:
         try:
             # The common case inline: a plain query, without EDNS or with an option-less
             # OPT, whose answer is cached.
-            if len(data) > 16 and not data[2] & 0xF8 and self._version == self.resolver.version:
+            if len(data) > 16 and not data[2] & 0xF8 and self._version == self._index.version:
                 counts = data[4:12]
                 if counts == _PLAIN_QUERY:
                     qend, edns = len(data), None
@@ -184,9 +190,18 @@ class Responder:
                                  + cached.body + edns.wire)
                         limit = edns.limit
                     if len(reply) <= limit or proto == "tcp":
-                        self.metrics.observe(proto, family, cached.qtype, cached.rcode,
-                                             cached.answer.plugin, len(data), len(reply),
-                                             time.perf_counter() - started)
+                        # DnsMetrics.observe, inlined: the call alone costs more than counting.
+                        elapsed = time.perf_counter() - started
+                        hist = cached.durations
+                        hist[0 if elapsed < FIRST_TIME_BUCKET
+                             else bisect_left(TIME_BUCKETS, elapsed)] += 1
+                        hist[-1] += elapsed
+                        raw = self._raw
+                        key = (proto, family, cached.qtype, cached.rcode, cached.plugin,
+                               len(data), len(reply))
+                        raw[key] = raw.get(key, 0) + 1
+                        if len(raw) > DnsMetrics.FOLD_AT:
+                            self.metrics.fold()
                         return reply
             return self._handle(data, proto, family, started)
         except Exception:
@@ -253,7 +268,7 @@ class Responder:
                            msg_id=struct.unpack("!H", data[:2])[0],
                            flags=(data[2] & 0x01) << 8 | (data[3] & 0x10), limit=limit,
                            edns=edns)
-        self.metrics.observe(proto, family, cached.qtype, cached.rcode, cached.answer.plugin,
+        self.metrics.observe(proto, family, cached.qtype, cached.rcode, cached.plugin,
                              len(data), len(reply), time.perf_counter() - started)
         return reply
 
@@ -275,7 +290,8 @@ class Responder:
             heads.append(rd_cd + counts)
             heads_opt.append(rd_cd + with_opt)
         cached = _Cached(answer, wire[12 + len(key):], tuple(heads), tuple(heads_opt),
-                         type_label(qtype), rcode_label(answer.rcode))
+                         type_label(qtype), rcode_label(answer.rcode), answer.plugin,
+                         self.metrics.duration_histogram(type_label(qtype)))
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
         self._cache[key] = cached

@@ -9,7 +9,9 @@ whole lab is cleaned up from its records before the error is raised, so a failed
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +22,13 @@ from netlab.errors import NetlabError
 from netlab.kernel import netns
 from netlab.lab import cleanup
 from netlab.lab.netns_machines import NetnsMachines, Underlay, machine_netns
-from netlab.lab.state import StateDir, running_labs
+from netlab.lab.state import ProcessRecord, StateDir, running_labs
 from netlab.lab.supervisor import spawn_supervisor
 from netlab.node import podfiles
 from netlab.node.agent import node_object
 from netlab.store import open_store
-from netlab.store.objects import Objects
+from netlab.store.informer import Informer
+from netlab.store.objects import ObjectEvent, Objects
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -96,8 +99,10 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
         objects = Objects(open_store(state.store_url))
         register_nodes(objects, plan.nodes)
         spawn_supervisor(state)
-        wait_nodes_ready(objects, state, [n.name for n in plan.nodes], report, timeout)
+        # As `kubectl apply` right after `kubeadm join`: the control plane schedules
+        # while the agents still start, and each agent finds its pods waiting.
         apply(objects, list(plan.manifests))
+        wait_nodes_ready(objects, state, [n.name for n in plan.nodes], report, timeout)
         wait_pods_ready(objects, state, report, timeout)
     except BaseException:
         cleanup.clean(state)
@@ -115,14 +120,35 @@ def register_nodes(objects: Objects, nodes: tuple[NodeSpec, ...]) -> None:
     objects.create_many([node_object(n.name, n.address, n.role) for n in ordered])
 
 
-def _check_processes(state: StateDir) -> None:
-    if not any(p.alive() for p in state.processes() if p.role == "supervisor"):
-        raise LabError(f"the lab supervisor died; see {state.log_path('supervisor')}")
+class SupervisorCheck:
+    """Fails a wait fast when the lab's supervisor is gone.
+
+    The record is read once: the state file grows with every pod, and re-reading it
+    on every tick of a wait was most of the waiting process's CPU at hundreds of pods.
+    """
+
+    def __init__(self, state: StateDir) -> None:
+        self.state = state
+        self.record = next((p for p in state.processes() if p.role == "supervisor"), None)
+
+    def __call__(self) -> None:
+        if self.record is None or _exited(self.record):
+            raise LabError(f"the lab supervisor died; see {self.state.log_path('supervisor')}")
+
+
+def _exited(proc: ProcessRecord) -> bool:
+    """Whether the process is gone; reaps it if it is this process's child (the one that
+    ran `up`), since an unreaped child is a zombie that still looks alive."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(proc.pid, os.WNOHANG)[0]:
+            return True
+    return not proc.alive()
 
 
 def wait_nodes_ready(objects: Objects, state: StateDir, names: list[str], report: Progress,
                      timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    check_supervisor = SupervisorCheck(state)
     while True:
         nodes, _ = objects.list("Node")
         ready = [n for n in nodes if n["metadata"]["name"] in names and n["spec"].get("podCIDR")
@@ -131,7 +157,7 @@ def wait_nodes_ready(objects: Objects, state: StateDir, names: list[str], report
         report("nodes", len(ready), len(names))
         if len(ready) == len(names):
             return
-        _check_processes(state)
+        check_supervisor()
         if time.monotonic() > deadline:
             raise LabError(f"nodes not ready after {timeout:.0f}s: see {state.path}/logs/")
         time.sleep(0.05)
@@ -142,29 +168,53 @@ def pod_is_ready(pod: dict[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def wait_pods_ready(objects: Objects, state: StateDir, report: Progress,
-                    timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    settled_since = None
-    while True:
-        pods, _ = objects.list("Pod")
-        deployments, _ = objects.list("Deployment")
+class PodCounts:
+    """(Ready, expected, present) pods, kept current by an informer; None until it lists.
+
+    Counting from the informer's cache decodes each pod once per change, where
+    listing the store every tick decoded every pod every tick: the waiting process
+    was a large share of bring-up CPU at a few hundred pods.
+    """
+
+    def __init__(self, objects: Objects) -> None:
+        self.counts: tuple[int, int, int] | None = None
+        self.informer = Informer(objects, ["Pod", "Deployment"], self._count)
+
+    def _count(self, _events: list[ObjectEvent]) -> None:
+        """On the informer's thread, the only one that may read its cache while it changes."""
+        pods = self.informer.items("Pod")
+        deployments = self.informer.items("Deployment")
         expected = sum(int(d["spec"].get("replicas", 1)) for d in deployments) + sum(
             1 for p in pods if not p["metadata"].get("ownerReferences"))
         ready = sum(1 for p in pods if pod_is_ready(p) and not p["metadata"].get(
             "deletionTimestamp"))
-        report("pods", ready, max(expected, len(pods)))
-        if ready >= expected and ready == len(pods):
-            settled_since = settled_since or time.monotonic()
-            if time.monotonic() - settled_since > 0.1:
-                return
-        else:
-            settled_since = None
-        _check_processes(state)
-        if time.monotonic() > deadline:
-            raise LabError(f"pods not ready after {timeout:.0f}s ({ready}/{expected}); "
-                           f"see knetlab get pods and {state.path}/logs/")
-        time.sleep(0.1)
+        self.counts = (ready, expected, len(pods))
+
+
+def wait_pods_ready(objects: Objects, state: StateDir, report: Progress,
+                    timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    settled_since = None
+    check_supervisor = SupervisorCheck(state)
+    pods = PodCounts(objects)
+    pods.informer.start()
+    try:
+        while True:
+            ready, expected, present = pods.counts or (0, 1, 0)
+            report("pods", ready, max(expected, present))
+            if ready >= expected and ready == present:
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since > 0.1:
+                    return
+            else:
+                settled_since = None
+            check_supervisor()
+            if time.monotonic() > deadline:
+                raise LabError(f"pods not ready after {timeout:.0f}s ({ready}/{expected}); "
+                               f"see knetlab get pods and {state.path}/logs/")
+            time.sleep(0.05)
+    finally:
+        pods.informer.stop()
 
 
 def find_lab(name: str | None) -> StateDir:
@@ -183,4 +233,24 @@ def find_lab(name: str | None) -> StateDir:
 
 
 def down(name: str | None) -> cleanup.CleanupReport:
-    return cleanup.clean(find_lab(name))
+    state = find_lab(name)
+    _reap_supervisor(state)
+    return cleanup.clean(state)
+
+
+def _reap_supervisor(state: StateDir) -> None:
+    """Reap the supervisor when it exits, if this process started it.
+
+    A script or test session that runs `up` and `down` is the supervisor's parent;
+    unreaped, the exited supervisor stays a zombie that still looks alive, and
+    cleanup would wait its full grace time and then "kill" it (8 s per lab).
+    """
+    for proc in state.processes():
+        if proc.role == "supervisor" and proc.alive():
+            threading.Thread(target=_wait_child, args=(proc.pid,), name="reap-supervisor",
+                             daemon=True).start()
+
+
+def _wait_child(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
+        os.waitpid(pid, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -21,17 +22,25 @@ from netlab.api import keys
 from netlab.api.cluster import ClusterConfig
 from netlab.api.meta import now_rfc3339
 from netlab.errors import NetlabError
+from netlab.kernel.rtnl import Rtnl
 from netlab.lab.state import StateDir
 from netlab.node.cni import BridgeNetwork
 from netlab.node.ipam import HostLocalIPAM
 from netlab.node.overlay import Lease, Overlay, network_config
-from netlab.node.pods import PodManager, PodSandbox, readiness_probe, set_ready
+from netlab.node.pods import PodManager, PodSandbox, readiness_probe
 from netlab.node.probes import Prober, ProbeTarget
+from netlab.proxy.iptables.backend import new_proxier
+from netlab.proxy.iptables.kernel import IptablesKernel
+from netlab.proxy.proxier import Proxier
 from netlab.store import CompactedError, open_store
 from netlab.store.informer import Informer
-from netlab.store.objects import AlreadyExistsError, Obj, Objects
+from netlab.store.objects import AlreadyExistsError, Obj, ObjectEvent, Objects
 
 log = logging.getLogger(__name__)
+
+PROXY_KINDS = ("Service", "EndpointSlice", "Node")
+PROXY_METRICS_PORT = 10249
+PROXY_HEALTHZ_PORT = 10256
 
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
@@ -74,11 +83,19 @@ class Agent:
         self.role = role
         self.iface = iface
         self.stop = threading.Event()
-        self.pod_batches: queue.Queue[None] = queue.Queue()
+        self.pod_snapshots: queue.Queue[list[Obj]] = queue.Queue()
+        self.readiness: queue.Queue[tuple[str, bool]] = queue.Queue()
         self.loop = asyncio.new_event_loop()
         self.prober = Prober(self._readiness_changed)
         self.pods: PodManager | None = None
-        self.pod_informer = Informer(self.objects, ["Pod"], lambda _e: self.pod_batches.put(None))
+        self.pod_informer = Informer(self.objects, ["Pod"], self._pods_changed)
+        # One lock file per node: the node's iptables writers (flannel, kube-proxy)
+        # serialise on it, and nodes of one host do not wait for each other.
+        self.lock_file = os.path.join(state.node_dir(node), "xtables.lock")
+        os.makedirs(state.node_dir(node), exist_ok=True)
+        self.iptables = IptablesKernel(None, lock_file=self.lock_file)
+        self.proxy: Proxier | None = None
+        self.proxy_informer: Informer | None = None
 
     # registration and overlay -------------------------------------------------------
     def register(self) -> str:
@@ -99,7 +116,7 @@ class Agent:
 
     def start_overlay(self, pod_cidr: str) -> Overlay:
         ipr = IPRoute()
-        overlay = Overlay(ipr, self.config, self.address, self.iface)
+        overlay = Overlay(ipr, self.iptables, self.config, self.address, self.iface)
         lease = overlay.setup(pod_cidr, self.state.node_dir(self.node))
         if self.store.get(keys.FLANNEL_CONFIG_KEY) is None:
             self.store.put(keys.FLANNEL_CONFIG_KEY, network_config(self.config))
@@ -150,31 +167,53 @@ class Agent:
 
     # pods ---------------------------------------------------------------------------
     def start_pods(self, pod_cidr: str) -> None:
-        bridge = BridgeNetwork(IPRoute(), pod_cidr, self.config.pod_mtu)
+        bridge = BridgeNetwork(Rtnl(), pod_cidr, self.config.pod_mtu)
         bridge.ensure_bridge()
         ipam = HostLocalIPAM(f"{self.state.node_dir(self.node)}/cni/networks/cbr0", pod_cidr)
         self.pods = PodManager(self.objects, self.state, self.config, self.node, self.address,
                                bridge, ipam, self._sandbox_ready, self._sandbox_gone)
         threading.Thread(target=self.loop.run_forever, name="probes", daemon=True).start()
         self.pod_informer.start()
-        self.pod_informer.synced.wait()
-        self.pods.adopt_existing(self.pod_informer.items("Pod"))
-        self.pods.remove_orphans()
         threading.Thread(target=self._pod_worker, name="pods", daemon=True).start()
+        threading.Thread(target=self._readiness_writer, name="readiness", daemon=True).start()
 
-    def _pod_worker(self) -> None:
-        assert self.pods is not None
+    def _pods_changed(self, _events: list[ObjectEvent]) -> None:
+        """On the informer's thread, the only one that may read its cache while it changes."""
+        self.pod_snapshots.put(self.pod_informer.items("Pod"))
+
+    def _latest_pods(self) -> list[Obj] | None:
+        """The newest snapshot of the pods (bursts coalesce into one); None once stopping."""
         while not self.stop.is_set():
             try:
-                self.pod_batches.get(timeout=0.5)
+                pods = self.pod_snapshots.get(timeout=0.5)
             except queue.Empty:
                 continue
-            while not self.pod_batches.empty():  # coalesce bursts into one pass
-                self.pod_batches.get_nowait()
-            try:
-                self.pods.reconcile(self.pod_informer.items("Pod"))
-            except NetlabError as exc:
-                log.error("pod reconcile: %s", exc)
+            while not self.pod_snapshots.empty():
+                pods = self.pod_snapshots.get_nowait()
+            return pods
+        return None
+
+    def _pod_worker(self) -> None:
+        """Adopt what survived a restart, then reconcile on every change.
+
+        An unexpected error stops the agent, so the supervisor restarts it (a kubelet
+        restart) instead of leaving a node that silently ignores its pods.
+        """
+        assert self.pods is not None
+        pods = self._latest_pods()
+        try:
+            if pods is not None:
+                self.pods.adopt_existing(pods)
+                self.pods.remove_orphans()
+            while pods is not None:
+                try:
+                    self.pods.reconcile(pods)
+                except NetlabError as exc:
+                    log.error("pod reconcile: %s", exc)
+                pods = self._latest_pods()
+        except Exception:
+            log.exception("pod worker failed; stopping the agent")
+            self.stop.set()
 
     def _sandbox_ready(self, sandbox: PodSandbox, pod: Obj) -> None:
         probe = readiness_probe(pod)
@@ -188,9 +227,56 @@ class Agent:
         self.loop.call_soon_threadsafe(self.prober.remove, key)
 
     def _readiness_changed(self, key: str, ready: bool) -> None:
-        namespace, name = key.split("/", 1)
-        threading.Thread(target=self.objects.mutate, daemon=True,
-                         args=("Pod", namespace, name, lambda p: set_ready(p, ready))).start()
+        self.readiness.put((key, ready))  # on the probe loop: never block it on the store
+
+    def _readiness_writer(self) -> None:
+        """Write Ready changes in batches: a burst of first successes is one commit."""
+        assert self.pods is not None
+        changes: dict[str, bool] = {}
+        while not self.stop.is_set():
+            try:
+                key, ready = self.readiness.get(timeout=0.5)
+                changes[key] = ready
+            except queue.Empty:
+                if not changes:
+                    continue
+            while not self.readiness.empty():
+                key, ready = self.readiness.get_nowait()
+                changes[key] = ready
+            try:
+                self.pods.publish_readiness(changes)
+                changes = {}
+            except NetlabError as exc:  # keep the changes; newer ones overwrite them
+                log.error("pod readiness: %s; retrying", exc)
+                self.stop.wait(0.5)
+
+    # lifecycle ----------------------------------------------------------------------
+    # proxy --------------------------------------------------------------------------
+    def start_proxy(self) -> None:
+        """kube-proxy's role: Services and EndpointSlices (and this Node) into rules."""
+        proxier = new_proxier(None, self.node, [self.address],
+                              cluster_cidr=self.config.pod_cidr,
+                              min_sync_period=self.config.min_sync_period,
+                              sync_period=self.config.sync_period,
+                              lock_file=self.lock_file)
+        synced: set[str] = set()
+
+        def on_batch(events: list[ObjectEvent]) -> None:
+            for ev in events:
+                if ev.kind != "Node" or ev.obj["metadata"].get("name") == self.node:
+                    proxier.on_event(ev.kind, ev.type, ev.obj)
+            if not synced:  # the first batch is the initial list
+                synced.update(PROXY_KINDS)
+                for kind in ("Service", "EndpointSlice"):
+                    proxier.on_synced(kind)
+
+        informer = Informer(self.objects, list(PROXY_KINDS), on_batch)
+        informer.start()
+        proxier.start()
+        proxier.serve(metrics_address=(self.address, PROXY_METRICS_PORT),
+                      healthz_address=("0.0.0.0", PROXY_HEALTHZ_PORT))
+        self.proxy = proxier
+        self.proxy_informer = informer
 
     # lifecycle ----------------------------------------------------------------------
     def run(self) -> None:
@@ -198,7 +284,12 @@ class Agent:
         log.info("node %s registered with podCIDR %s", self.node, pod_cidr)
         self.start_overlay(pod_cidr)
         self.start_pods(pod_cidr)
+        self.start_proxy()
         log.info("agent running")
         self.stop.wait()
         self.pod_informer.stop()
+        if self.proxy_informer is not None:
+            self.proxy_informer.stop()
+        if self.proxy is not None:
+            self.proxy.stop()  # the rules stay, as when kube-proxy exits
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -22,7 +22,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netlab.api.cluster import ClusterConfig
 from netlab.errors import KernelError
-from netlab.kernel import iptables
+from netlab.proxy.iptables.kernel import IptablesKernel
+from netlab.proxy.iptables.render import JumpRule
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,23 @@ def network_config(config: ClusterConfig) -> dict[str, Any]:
     return {"Network": config.pod_cidr, "SubnetLen": config.node_subnet_len, "Backend": backend}
 
 
-def masquerade_payload(pod_cidr: str, node_subnet: str) -> str:
-    """flannel's nat FLANNEL-POSTRTG and filter FLANNEL-FWD chains as a restore payload."""
+MASQ_HOOK = JumpRule("nat", "POSTROUTING", "FLANNEL-POSTRTG", comment="flanneld masq")
+FORWARD_HOOK = JumpRule("filter", "FORWARD", "FLANNEL-FWD", comment="flanneld forward")
+
+
+def masquerade_payload(pod_cidr: str, node_subnet: str,
+                       missing_hooks: tuple[JumpRule, ...] = ()) -> str:
+    """flannel's nat FLANNEL-POSTRTG and filter FLANNEL-FWD chains as a restore payload.
+
+    Hooks from the built-in chains missing in the kernel are inserted at the top,
+    as flanneld inserts them, in the same atomic restore.
+    """
     c = '-m comment --comment "flanneld masq"'
+
+    def hooks(table: str) -> list[str]:
+        return [f'-I {h.chain} 1 -m comment --comment "{h.comment}" -j {h.target}'
+                for h in missing_hooks if h.table == table]
+
     return "\n".join([
         "*nat",
         ":FLANNEL-POSTRTG - [0:0]",
@@ -78,12 +93,14 @@ def masquerade_payload(pod_cidr: str, node_subnet: str) -> str:
         f"-A FLANNEL-POSTRTG -s {pod_cidr} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully",
         f"-A FLANNEL-POSTRTG ! -s {pod_cidr} -d {node_subnet} {c} -j RETURN",
         f"-A FLANNEL-POSTRTG ! -s {pod_cidr} -d {pod_cidr} {c} -j MASQUERADE --random-fully",
+        *hooks("nat"),
         "COMMIT",
         "*filter",
         ":FLANNEL-FWD - [0:0]",
         "-F FLANNEL-FWD",
         f'-A FLANNEL-FWD -s {pod_cidr} -m comment --comment "flanneld forward" -j ACCEPT',
         f'-A FLANNEL-FWD -d {pod_cidr} -m comment --comment "flanneld forward" -j ACCEPT',
+        *hooks("filter"),
         "COMMIT",
         "",
     ])
@@ -100,9 +117,10 @@ def subnet_env(config: ClusterConfig, node_subnet: str) -> str:
 class Overlay:
     """The overlay on one node; methods run in the node's network namespace."""
 
-    def __init__(self, ipr: IPRoute, config: ClusterConfig, public_ip: str,
-                 public_iface: str) -> None:
+    def __init__(self, ipr: IPRoute, iptables: IptablesKernel, config: ClusterConfig,
+                 public_ip: str, public_iface: str) -> None:
         self.ipr = ipr
+        self.iptables = iptables
         self.config = config
         self.public_ip = public_ip
         self.public_iface = public_iface
@@ -121,13 +139,8 @@ class Overlay:
             lease = self._setup_vxlan(node_subnet)
         else:
             lease = Lease(node_subnet, self.public_ip, "host-gw")
-        iptables.restore(masquerade_payload(self.config.pod_cidr, node_subnet))
-        iptables.ensure_rule("nat", "POSTROUTING",
-                             ["-m", "comment", "--comment", "flanneld masq",
-                              "-j", "FLANNEL-POSTRTG"])
-        iptables.ensure_rule("filter", "FORWARD",
-                             ["-m", "comment", "--comment", "flanneld forward",
-                              "-j", "FLANNEL-FWD"])
+        missing = tuple(h for h in (MASQ_HOOK, FORWARD_HOOK) if not self.iptables.has_rule(h))
+        self.iptables.restore(masquerade_payload(self.config.pod_cidr, node_subnet, missing))
         os.makedirs(state_dir, exist_ok=True)
         with open(os.path.join(state_dir, "subnet.env"), "w") as f:
             f.write(subnet_env(self.config, node_subnet))

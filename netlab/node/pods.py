@@ -4,14 +4,15 @@ The manager reconciles the pods bound to this node against what the node has: ne
 pods get a namespace, an address from host-local IPAM and the kubelet files;
 deleted pods (or ones with a deletionTimestamp) are torn down, and a graceful
 deletion is completed by removing the object, as kubelet does. Status for a whole
-batch of pods is written with as few store commits as possible.
+batch of pods is written with as few store commits as possible: one per quarter
+second of a long pass, one per burst of readiness changes.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,14 @@ from netlab.lab.state import StateDir
 from netlab.node import podfiles
 from netlab.node.cni import BridgeNetwork
 from netlab.node.ipam import HostLocalIPAM
-from netlab.store.base import Delete, Put
+from netlab.store.base import Delete
 from netlab.store.objects import Obj, Objects
 
 log = logging.getLogger(__name__)
+
+# A long pass publishes what it has made at this interval, so the runtime starts
+# serving and the probes start probing while the rest of the sandboxes are made.
+PUBLISH_INTERVAL = 0.25
 
 
 @dataclass
@@ -125,7 +130,8 @@ class PodManager:
             self._teardown(pod_key(pod))
         if finishing:
             self._remove_objects(finishing)
-        started = []
+        started: list[tuple[Obj, PodSandbox]] = []
+        publish_at = time.monotonic() + PUBLISH_INTERVAL
         for key, pod in mine.items():
             if pod["metadata"].get("deletionTimestamp") or key in self.sandboxes:
                 continue
@@ -135,6 +141,13 @@ class PodManager:
                 log.error("pod %s: sandbox failed: %s", key, exc)
                 continue
             started.append((pod, sandbox))
+            if time.monotonic() >= publish_at:
+                self._started(started)
+                started, publish_at = [], time.monotonic() + PUBLISH_INTERVAL
+        self._started(started)
+
+    def _started(self, started: list[tuple[Obj, PodSandbox]]) -> None:
+        """Report sandboxes that are up: status in one commit, then probes start."""
         if started:
             self._publish(started)
         for pod, sandbox in started:
@@ -168,22 +181,41 @@ class PodManager:
             current = pod.get("status", {})
             if current.get("podIP") == sandbox.ip and current.get("phase") == "Running":
                 continue
-            new = copy.deepcopy(pod)
-            new["status"] = running_status(pod, sandbox.ip, self.host_ip,
-                                           ready=readiness_probe(pod) is None)
-            updates.append(new)
+            # A shallow copy: the pod is the informer's, and transact copies what it stores.
+            updates.append({**pod, "status": running_status(
+                pod, sandbox.ip, self.host_ip, ready=readiness_probe(pod) is None)})
         if not updates:
             return
         try:
-            self.objects.store.commit([
-                Put(keys.key_of(p), _without_version(p),
-                    expect_revision=int(p["metadata"]["resourceVersion"])) for p in updates])
+            self.objects.transact(update=updates)
         except ConflictError:
             for pod in updates:
                 status = pod["status"]
                 self.objects.mutate("Pod", pod["metadata"]["namespace"],
                                     pod["metadata"]["name"],
                                     lambda cur, s=status: {**cur, "status": s})
+
+    def publish_readiness(self, changes: Mapping[str, bool]) -> None:
+        """Write the Ready condition of many pods (key -> ready) in one CAS commit.
+
+        Probes decide in bursts at bring-up; one commit for the burst keeps the store
+        and every watcher from seeing hundreds of single-pod writes.
+        """
+        updates = []
+        for key, ready in changes.items():
+            namespace, name = key.split("/", 1)
+            pod = self.objects.get("Pod", namespace, name)
+            if pod is not None and set_ready(pod, ready) is not None:
+                updates.append(pod)
+        if not updates:
+            return
+        try:
+            self.objects.transact(update=updates)
+        except ConflictError:
+            for key, ready in changes.items():
+                namespace, name = key.split("/", 1)
+                self.objects.mutate("Pod", namespace, name,
+                                    lambda pod, r=ready: set_ready(pod, r))
 
     def _teardown(self, key: str) -> None:
         sandbox = self.sandboxes.pop(key, None)
@@ -238,8 +270,3 @@ class PodManager:
             if allocation.container_id not in live_uids:
                 self.ipam.release(allocation.container_id)
 
-
-def _without_version(obj: Obj) -> Obj:
-    out = copy.deepcopy(obj)
-    out["metadata"].pop("resourceVersion", None)
-    return out

@@ -16,6 +16,13 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Until a pod is first ready, and for at most the window, probes retry every
+# FAST_RETRY instead of every periodSeconds (kubelet waits the period), so that
+# bring-up is not held by the period. A window, not a count of failures: a pod whose
+# server comes up late in a large bring-up must not fall back to the period.
+FAST_RETRY = 0.2
+FAST_RETRY_WINDOW = 30.0
+
 
 def resolve_port(port: Any, containers: list[dict[str, Any]]) -> int | None:
     """A probe port: a number, or the name of a containerPort."""
@@ -132,6 +139,7 @@ class Prober:
         success_threshold = int(probe.get("successThreshold", 1))
         failure_threshold = int(probe.get("failureThreshold", 3))
         await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
+        fast_until = asyncio.get_running_loop().time() + FAST_RETRY_WINDOW
         while True:
             ok = await run_probe(target)
             if ok:
@@ -146,6 +154,5 @@ class Prober:
                 if target.ready and target.failures >= failure_threshold:
                     target.ready = False
                     self.on_change(target.key, False)
-            # Before the first success, retry fast so bring-up is not held by the period.
-            await asyncio.sleep(period if target.ready or target.failures > 20 else
-                                min(period, 0.2))
+            fast = not target.ready and asyncio.get_running_loop().time() < fast_until
+            await asyncio.sleep(min(period, FAST_RETRY) if fast else period)

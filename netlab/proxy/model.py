@@ -36,8 +36,7 @@ DEFAULT_AFFINITY_TIMEOUT = 10800  # API default for sessionAffinityConfig.client
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class NamespacedName:
+class NamespacedName(NamedTuple):
     namespace: str
     name: str
 
@@ -45,12 +44,13 @@ class NamespacedName:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class ServicePortName:
+class ServicePortName(NamedTuple):
     """One port of one Service: the key of every per-port map.
 
     `str()` gives kube-proxy's spelling (`ns/name:port`, or `ns/name` for an
     unnamed port), which is what rule comments and chain hashes are made of.
+    A NamedTuple: hashed and compared in C, which a sync of 10,000 services
+    does hundreds of thousands of times; it sorts by namespace, name, port.
     """
 
     namespace: str

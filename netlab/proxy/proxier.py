@@ -30,8 +30,9 @@ from netlab.errors import NetlabError
 from netlab.proxy.backend import Backend, BackendResult
 from netlab.proxy.changes import DELETE_EVENTS, ChangeTracker, Snapshot
 from netlab.proxy.conntrack import ConntrackReconciler
-from netlab.proxy.healthz import ProxyHealth
-from netlab.proxy.metrics import ProxyMetrics
+from netlab.proxy.healthz import ProxyHealth, health_server
+from netlab.proxy.httpserve import HttpServer, listen_in
+from netlab.proxy.metrics import ProxyMetrics, metrics_server
 from netlab.proxy.model import LABEL_TOPOLOGY_ZONE
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,10 @@ class Proxier:
     def __init__(self, backend: Backend, node_name: str, *, min_sync_period: float = 1.0,
                  sync_period: float = 30.0, full_sync_period: float | None = None,
                  metrics: ProxyMetrics | None = None, health: ProxyHealth | None = None,
-                 conntrack: ConntrackReconciler | None = None,
+                 conntrack: ConntrackReconciler | None = None, namespace: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
+        self.namespace = namespace  # where serve() listens
         self.node_name = node_name
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
@@ -81,6 +83,7 @@ class Proxier:
         self._last_full: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._servers: list[HttpServer] = []
         self.reports: collections.deque[SyncReport] = collections.deque(maxlen=100)
 
     # -- events ---------------------------------------------------------------
@@ -233,7 +236,24 @@ class Proxier:
             self._thread.start()
         return self
 
+    def serve(self, metrics_address: tuple[str, int] | None = ("127.0.0.1", 10249),
+              healthz_address: tuple[str, int] | None = ("0.0.0.0", 10256)) -> None:
+        """Serve /metrics (kube-proxy's 127.0.0.1:10249) and /healthz, /livez (0.0.0.0:10256).
+
+        The sockets are made inside the proxier's namespace; None skips a server.
+        """
+        if metrics_address is not None:
+            sock = listen_in(self.namespace, *metrics_address)
+            self._servers.append(metrics_server(self.metrics, self.backend.mode, sock).start())
+        if healthz_address is not None:
+            sock = listen_in(self.namespace, *healthz_address)
+            self._servers.append(health_server(self.health, sock).start())
+
     def stop(self) -> None:
+        """Stop the loop and the servers; the rules stay, as when kube-proxy exits."""
+        for server in self._servers:
+            server.stop()
+        self._servers.clear()
         self._stop.set()
         with self._lock:
             self._wake.notify_all()

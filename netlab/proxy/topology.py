@@ -54,8 +54,11 @@ def categorize_endpoints(endpoints: Sequence[Endpoint], svc: ServicePort,
     cluster: tuple[Endpoint, ...] = ()
     has_any = False
     if svc.uses_cluster_endpoints:
-        mode = "" if not any(ep.zone_hints or ep.node_hints for ep in endpoints) else \
-            _topology_mode(endpoints, node_name, zone)
+        mode = ""
+        for ep in endpoints:
+            if ep.zone_hints or ep.node_hints:
+                mode = _topology_mode(endpoints, node_name, zone)
+                break
         if mode == "PreferSameNode":
             cluster = tuple(ep for ep in endpoints if ep.ready and node_name in ep.node_hints)
         elif mode == "PreferSameZone":

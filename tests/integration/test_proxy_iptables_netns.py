@@ -25,13 +25,11 @@ import pytest
 
 from netlab.kernel import netns
 from netlab.proxy.conntrack import ConntrackReconciler
-from netlab.proxy.healthz import ProxyHealth, health_server
-from netlab.proxy.httpserve import listen_in
 from netlab.proxy.iptables import names
 from netlab.proxy.iptables.backend import IptablesBackend
+from netlab.proxy.iptables.backend import new_proxier as iptables_proxier
 from netlab.proxy.iptables.kernel import IptablesKernel
 from netlab.proxy.iptables.render import NodeConfig
-from netlab.proxy.metrics import ProxyMetrics, metrics_server
 from netlab.proxy.model import ServicePortName
 from netlab.proxy.proxier import Proxier
 from netlab.proxy.rules_view import read_rules
@@ -170,11 +168,10 @@ def objects(endpoint_pods: list[str] | None = None) -> list[dict]:
     ]
 
 
-def new_proxier(metrics: ProxyMetrics | None = None) -> Proxier:
+def new_proxier() -> Proxier:
     node = NodeConfig("node-a", (NODE_IP,), cluster_cidr="10.244.0.0/16")
     backend = IptablesBackend(IptablesKernel(NODE), node)
-    return Proxier(backend, "node-a", min_sync_period=0, metrics=metrics,
-                   conntrack=ConntrackReconciler(NODE))
+    return Proxier(backend, "node-a", min_sync_period=0, conntrack=ConntrackReconciler(NODE))
 
 
 def feed(proxier: Proxier, objs: list[dict], event: str = "ADDED") -> Proxier:
@@ -335,13 +332,9 @@ def _http_get_in(ns: str, port: int, path: str) -> tuple[int, bytes]:
 
 
 def test_metrics_and_healthz_are_served_inside_the_node(proxier):
-    metrics = ProxyMetrics()
-    p = feed(new_proxier(metrics), objects())
-    p.sync()
-    health = ProxyHealth(60, metrics=metrics)
-    health.updated()
-    msrv = metrics_server(metrics, "iptables", listen_in(NODE, "127.0.0.1", 10249)).start()
-    hsrv = health_server(health, listen_in(NODE, "0.0.0.0", 10256)).start()
+    served = feed(new_proxier_for_agent(), objects())
+    served.sync()
+    served.serve()
     try:
         code, body = _http_get_in(NODE, 10249, "/metrics")
         assert code == 200
@@ -350,5 +343,10 @@ def test_metrics_and_healthz_are_served_inside_the_node(proxier):
         code, body = _http_get_in(NODE, 10256, "/healthz")
         assert code == 200 and b'"healthy":true' in body
     finally:
-        msrv.stop()
-        hsrv.stop()
+        served.stop()
+
+
+def new_proxier_for_agent() -> Proxier:
+    """The way the node agent builds it."""
+    return iptables_proxier(NODE, "node-a", [NODE_IP], cluster_cidr="10.244.0.0/16",
+                            min_sync_period=0)

@@ -10,13 +10,16 @@ restore as the rules, so a full sync is one atomic apply per table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from netlab.errors import KernelError
 from netlab.proxy.backend import BackendResult
 from netlab.proxy.changes import Snapshot
+from netlab.proxy.conntrack import ConntrackReconciler
 from netlab.proxy.iptables.kernel import IptablesKernel, SavedTable, parse_save
 from netlab.proxy.iptables.names import KUBE_PROXY_CANARY
 from netlab.proxy.iptables.render import (
@@ -24,10 +27,12 @@ from netlab.proxy.iptables.render import (
     JumpRule,
     NodeConfig,
     RenderResult,
+    draft,
+    finish,
     is_large_cluster,
     jump_rules,
-    render,
 )
+from netlab.proxy.proxier import Proxier
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +74,19 @@ class IptablesBackend:
         missing: list[JumpRule] = []
         canaries = False
         phases: dict[str, float] = {}
-        if cleanup:  # always on full syncs
-            tables = parse_save(self.kernel.save() if full else self.kernel.save("nat"))
+        # iptables-save runs in its own process while this one renders.
+        pending = self.kernel.start_save(None if full else "nat") if cleanup else None
+        try:
+            body = draft(snapshot, self.node, full=full, track_chains=cleanup)
+        except BaseException:
+            if pending is not None:
+                with contextlib.suppress(KernelError):
+                    pending()  # reap the child
+            raise
+        rendered = self._clock()
+        phases["render"] = rendered - now
+        if pending is not None:
+            tables = parse_save(pending())
             existing = tables.get("nat", SavedTable()).chains
             if full:
                 flushed = {t for t in CANARY_TABLES
@@ -79,14 +95,14 @@ class IptablesBackend:
                 missing = [j for j in jump_rules(self.node)
                            if j.save_line() not in tables.get(j.table, SavedTable()).builtin_rules
                            and (j.table in flushed or not self.kernel.has_rule(j))]
-            phases["read"] = self._clock() - now
-        started = self._clock()
-        result = render(snapshot, self.node, full=full, existing_nat_chains=existing,
-                        insert_jumps=missing, canaries=canaries)
-        rendered = self._clock()
-        phases["render"] = rendered - started
+            phases["read"] = self._clock() - rendered  # beyond what rendering hid
+        read = self._clock()
+        result = finish(body, existing_nat_chains=existing, insert_jumps=missing,
+                        canaries=canaries)
+        applying = self._clock()
+        phases["render"] += applying - read
         self.kernel.restore(result.payload)
-        phases["apply"] = self._clock() - rendered
+        phases["apply"] = self._clock() - applying
         if cleanup:
             self._last_cleanup = now
         self.last_render = result
@@ -103,3 +119,23 @@ class IptablesBackend:
 
     def flushed(self) -> bool:
         return not self.kernel.canaries_present()
+
+
+def new_proxier(namespace: str | None, node_name: str, node_ips: Sequence[str], *,
+                cluster_cidr: str | None = "10.244.0.0/16", min_sync_period: float = 1.0,
+                sync_period: float = 30.0, full_sync_period: float | None = None,
+                masquerade_bit: int = 14, localhost_nodeports: bool = True,
+                lock_file: str | None = None) -> Proxier:
+    """A kube-proxy in iptables mode for one node, wired the way the node agent needs it.
+
+    `namespace` is the node's network namespace (None: the process's own, for
+    agents running inside a VM). Feed it with `on_event`/`on_synced`, then
+    `start()`; `serve()` exposes :10249 and :10256 inside the namespace.
+    """
+    node = NodeConfig(node_name, tuple(node_ips), cluster_cidr=cluster_cidr,
+                      masquerade_bit=masquerade_bit, localhost_nodeports=localhost_nodeports)
+    kernel = IptablesKernel(namespace, lock_file=lock_file)
+    backend = IptablesBackend(kernel, node, sync_period=sync_period)
+    return Proxier(backend, node_name, min_sync_period=min_sync_period,
+                   sync_period=sync_period, full_sync_period=full_sync_period,
+                   conntrack=ConntrackReconciler(namespace), namespace=namespace)

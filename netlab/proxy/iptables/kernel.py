@@ -16,7 +16,8 @@ import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from netlab.errors import KernelError
@@ -31,6 +32,7 @@ RESTORE = "iptables-legacy-restore"
 SAVE = "iptables-legacy-save"
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 _FAILED_LINE = re.compile(r"line (\d+) failed")
+_CHAIN_NAME = re.compile(r"^:(\S+)", re.MULTILINE)
 
 
 @dataclass
@@ -58,10 +60,10 @@ def parse_save(text: str) -> dict[str, SavedTable]:
         name = text[pos + 1:eol]
         table = tables[name] = SavedTable()
         pos = eol + 1
-        while text.startswith(":", pos):
-            eol = text.find("\n", pos)
-            table.chains.add(text[pos + 1:text.find(" ", pos)])
-            pos = eol + 1
+        end = min(i for i in (text.find("\n-A ", pos - 1), text.find("\nCOMMIT", pos - 1))
+                  if i != -1) + 1
+        table.chains.update(_CHAIN_NAME.findall(text, pos, end))
+        pos = end
         while text.startswith("-A ", pos):
             eol = text.find("\n", pos)
             line = text[pos:eol]
@@ -69,7 +71,7 @@ def parse_save(text: str) -> dict[str, SavedTable]:
                 break
             table.builtin_rules.add(line)
             pos = eol + 1
-        commit = text.find("\nCOMMIT\n", pos)
+        commit = text.find("\nCOMMIT\n", pos - 1)  # pos - 1: a table may have no rules
         pos = text.find("\n*", commit) if commit != -1 else -1
         if pos != -1:
             pos += 1
@@ -113,8 +115,33 @@ class IptablesKernel:
 
     def save(self, table: str | None = None) -> str:
         """iptables-save output of one table, or of every loaded table."""
+        return self.start_save(table)()
+
+    def start_save(self, table: str | None = None) -> Callable[[], str]:
+        """Start iptables-save and return a function that waits for its output.
+
+        The output goes to a temporary file rather than a pipe, so the child
+        never blocks on a full pipe while the caller renders in the meantime.
+        """
         argv = [SAVE] + (["-t", table] if table else [])
-        return self._run(argv).stdout
+        out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by result()
+        with self._inside():
+            try:
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True,
+                                        env=self._env)
+            except OSError as exc:
+                out.close()
+                raise KernelError(f"{SAVE}: {exc.strerror}") from exc
+
+        def result() -> str:
+            with out:
+                _, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise KernelError(f"{' '.join(argv)}: {err.strip() or proc.returncode}")
+                out.seek(0)
+                return out.read()
+
+        return result
 
     def restore(self, payload: str) -> None:
         """Apply a payload atomically per table (`--noflush --counters`), in one process."""

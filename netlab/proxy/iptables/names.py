@@ -48,20 +48,30 @@ def _hash16(text: str) -> str:
             + p[(n >> 30) & 1023] + p[(n >> 20) & 1023] + p[(n >> 10) & 1023] + p[n & 1023])
 
 
+def port_id(spn: ServicePortName) -> str:
+    """What the hashes are taken of: `ns/name:port` followed by the lower-case protocol."""
+    return str(spn) + spn.protocol.lower()
+
+
 @lru_cache(maxsize=65536)
 def port_hash(spn: ServicePortName) -> str:
     """The suffix shared by a service port's SVC, SVL, EXT and FW chains."""
-    return _hash16(str(spn) + spn.protocol.lower())
+    return _hash16(port_id(spn))
 
 
 @lru_cache(maxsize=262144)
-def endpoint_chain(spn: ServicePortName, endpoint_key: str) -> str:
-    """`KUBE-SEP-…` for one endpoint (`IP:port`) of one service port.
+def endpoint_chain_of(port: str, endpoint_key: str) -> str:
+    """`KUBE-SEP-…` from a `port_id()` and an endpoint's `IP:port`.
 
     Cached: a full sync of 10,000 services × 10 endpoints would otherwise spend
-    a large share of its render time re-hashing names that never change.
+    most of its render time re-hashing names that never change.
     """
-    return SEP + _hash16(str(spn) + spn.protocol.lower() + endpoint_key)
+    return SEP + _hash16(port + endpoint_key)
+
+
+def endpoint_chain(spn: ServicePortName, endpoint_key: str) -> str:
+    """`KUBE-SEP-…` for one endpoint (`IP:port`) of one service port."""
+    return endpoint_chain_of(port_id(spn), endpoint_key)
 
 
 def cluster_chain(spn: ServicePortName) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 from netlab.proxy.changes import Snapshot
 from netlab.proxy.iptables import names
@@ -34,7 +33,7 @@ from netlab.proxy.iptables.names import (
     KUBE_PROXY_FIREWALL,
     KUBE_SERVICES,
 )
-from netlab.proxy.model import Endpoint, ServicePort, ServicePortName
+from netlab.proxy.model import Endpoint, ServicePort
 from netlab.proxy.topology import Categorized, categorize_endpoints
 
 LARGE_CLUSTER_ENDPOINTS = 1000  # above this, SEP and SVC->SEP comments are dropped
@@ -148,9 +147,6 @@ def _probability(n: int) -> str:
     return _PROBABILITIES[n] if n < len(_PROBABILITIES) else f"{1.0 / n:0.10f}"
 
 
-_sort_key = attrgetter("namespace", "name", "port", "protocol")
-
-
 def is_large_cluster(snapshot: Snapshot) -> bool:
     """More than 1000 endpoints: kube-proxy trades readability for speed."""
     endpoints = snapshot.endpoints
@@ -170,6 +166,33 @@ def render(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
     the kernel lacks; kube-proxy does both outside the payload, so the regular
     text stays exactly kube-proxy's.
     """
+    body = draft(snapshot, node, full=full, track_chains=existing_nat_chains is not None)
+    return finish(body, existing_nat_chains=existing_nat_chains, insert_jumps=insert_jumps,
+                  canaries=canaries)
+
+
+@dataclass
+class Draft:
+    """A payload before the kernel's state is known: everything but stale chains and hooks.
+
+    Splitting the two lets a full sync render while iptables-save still runs.
+    """
+
+    filter_chains: list[str]
+    filter_rules: list[str]
+    nat_chains: list[str]
+    nat_rules: list[str]
+    nat_tail: list[str]  # after the stale-chain deletions: the jump to KUBE-NODEPORTS
+    active: set[str] | None  # per-service chains this state needs, if tracked
+    skipped_rules: int
+    large_cluster: bool
+    no_local_internal: int
+    no_local_external: int
+
+
+def draft(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
+          track_chains: bool = False) -> Draft:
+    """The rules for a snapshot; `track_chains` collects the chain names stale removal needs."""
     mark = node.mark
     cidr = node.cluster_cidr
     masq_all = node.masquerade_all
@@ -181,7 +204,6 @@ def render(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
     services = snapshot.services
     endpoints = snapshot.endpoints
     changed = snapshot.changed
-    want_active = existing_nat_chains is not None
 
     filter_chains = [f":{c} - [0:0]" for c in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES,
                                                KUBE_FORWARD, KUBE_NODEPORTS,
@@ -209,10 +231,11 @@ def render(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
     skipped_rules = 0
     no_local_internal = no_local_external = 0
 
-    for spn in sorted(services, key=_sort_key):
+    for spn in sorted(services):
         svc = services[spn]
         proto = spn.protocol.lower()
         name = str(spn)
+        port_id = name + proto
         cat = categorize_endpoints(endpoints.get(spn, ()), svc, node_name, zone)
         has_endpoints = cat.has_any
         phash = names.port_hash(spn)
@@ -301,7 +324,7 @@ def render(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
 
         allow_from_node = uses_fw and node_ip is not None and any(
             node_ip in ipaddress.ip_network(r) for r in ranges)
-        if want_active:
+        if track_chains:
             if uses_ext:
                 active.add(ext_chain)
             if uses_fw:
@@ -311,9 +334,9 @@ def render(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
             if uses_local:
                 active.add(local_chain)
             for ep in cat.reachable:
-                active.add(names.endpoint_chain(spn, ep.key))
+                active.add(names.endpoint_chain_of(port_id, ep.key))
 
-        if not full and spn.service not in changed:
+        if not full and (spn.namespace, spn.name) not in changed:
             skipped_rules += _chain_rule_count(
                 svc, cat, has_internal and masq_cluster_ip, uses_ext, has_external,
                 uses_fw, len(lb_ips) if allow_from_node else 0, cidr is not None,
@@ -351,70 +374,80 @@ def render(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
                     nat_rules.append(f"{head} -s {ip} -j {ext_chain}")
             nat_rules.append(f'-A {fw_chain} -m comment --comment "other traffic to {name} '
                              f'will be dropped by KUBE-PROXY-FIREWALL"')
+        seps = {ep.key: names.endpoint_chain_of(port_id, ep.key) for ep in cat.reachable}
         if uses_cluster:
             nat_chains.append(f":{cluster_chain} - [0:0]")
-            _write_endpoint_jumps(nat_rules, name, spn, svc.affinity_timeout, cluster_chain,
+            _write_endpoint_jumps(nat_rules, name, seps, svc.affinity_timeout, cluster_chain,
                                   cat.cluster, large)
         if uses_local:
             nat_chains.append(f":{local_chain} - [0:0]")
-            _write_endpoint_jumps(nat_rules, name, spn, svc.affinity_timeout, local_chain,
+            _write_endpoint_jumps(nat_rules, name, seps, svc.affinity_timeout, local_chain,
                                   cat.local, large)
         comment = "" if large else f" -m comment --comment {name}"
         for ep in cat.reachable:
-            sep = names.endpoint_chain(spn, ep.key)
+            sep = seps[ep.key]
             nat_chains.append(f":{sep} - [0:0]")
             nat_rules.append(f"-A {sep}{comment} -s {ep.ip} -j {KUBE_MARK_MASQ}")
             recent = f" -m recent --name {sep} --set" if svc.affinity_timeout else ""
             nat_rules.append(f"-A {sep}{comment}{recent} {match} -j DNAT "
                              f"--to-destination {ep.key}")
 
-    deleted: list[str] = []
-    if existing_nat_chains is not None:
-        deleted = sorted(c for c in existing_nat_chains
-                         if names.is_service_chain(c) and c not in active)
-        for chain in deleted:
-            nat_chains.append(f":{chain} - [0:0]")
-            nat_rules.append(f"-X {chain}")
-
     nodeports = ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: '
                  'this must be the last rule in this chain" -m addrtype --dst-type LOCAL')
     if not node.localhost_nodeports:
         nodeports += " ! -d 127.0.0.0/8"
-    nat_rules.append(f"{nodeports} -j {KUBE_NODEPORTS}")
     if not node.conntrack_tcp_liberal:
         filter_rules.append(f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP")
     filter_rules.append(f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" '
                         f"-m mark --mark {mark}/{mark} -j ACCEPT")
     filter_rules.append(f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding '
                         'conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT')
+    return Draft(filter_chains, filter_rules, nat_chains, nat_rules,
+                 [f"{nodeports} -j {KUBE_NODEPORTS}"], active if track_chains else None,
+                 skipped_rules, large, no_local_internal, no_local_external)
 
-    nat_written = len(nat_rules) - len(deleted)
+
+def finish(body: Draft, *, existing_nat_chains: Collection[str] | None = None,
+           insert_jumps: Sequence[JumpRule] = (), canaries: bool = False) -> RenderResult:
+    """Add stale-chain deletions, missing hooks and canaries; join the payload."""
+    deleted: list[str] = []
+    nat_chains = body.nat_chains
+    filter_chains = body.filter_chains
+    if existing_nat_chains is not None:
+        if body.active is None:
+            raise ValueError("stale-chain removal needs a draft made with track_chains=True")
+        active = body.active
+        deleted = sorted(c for c in existing_nat_chains
+                         if names.is_service_chain(c) and c not in active)
+        nat_chains = nat_chains + [f":{chain} - [0:0]" for chain in deleted]
     sections: list[str] = []
     if canaries:
         sections += ["*mangle", f":{KUBE_PROXY_CANARY} - [0:0]", "COMMIT"]
-        filter_chains.append(f":{KUBE_PROXY_CANARY} - [0:0]")
-        nat_chains.append(f":{KUBE_PROXY_CANARY} - [0:0]")
+        filter_chains = filter_chains + [f":{KUBE_PROXY_CANARY} - [0:0]"]
+        nat_chains = nat_chains + [f":{KUBE_PROXY_CANARY} - [0:0]"]
     filter_jumps = [j.insert_line() for j in insert_jumps if j.table == "filter"]
     nat_jumps = [j.insert_line() for j in insert_jumps if j.table == "nat"]
-    sections += ["*filter", *filter_chains, *filter_rules, *filter_jumps, "COMMIT",
-                 "*nat", *nat_chains, *nat_rules, *nat_jumps, "COMMIT", ""]
+    sections += ["*filter", *filter_chains, *body.filter_rules, *filter_jumps, "COMMIT",
+                 "*nat", *nat_chains, *body.nat_rules, *(f"-X {c}" for c in deleted),
+                 *body.nat_tail, *nat_jumps, "COMMIT", ""]
+    nat_written = len(body.nat_rules) + len(body.nat_tail)
     return RenderResult(
         payload="\n".join(sections),
-        filter_rules=len(filter_rules),
+        filter_rules=len(body.filter_rules),
         nat_rules=nat_written,
-        nat_rules_total=nat_written + skipped_rules,
-        active_nat_chains=frozenset(active) if want_active else None,
+        nat_rules_total=nat_written + body.skipped_rules,
+        active_nat_chains=frozenset(body.active) if body.active is not None else None,
         deleted_chains=tuple(deleted),
-        large_cluster=large,
-        no_local_internal=no_local_internal,
-        no_local_external=no_local_external,
+        large_cluster=body.large_cluster,
+        no_local_internal=body.no_local_internal,
+        no_local_external=body.no_local_external,
     )
 
 
-def _write_endpoint_jumps(rules: list[str], name: str, spn: ServicePortName, affinity: int,
+def _write_endpoint_jumps(rules: list[str], name: str, sep_of: dict[str, str], affinity: int,
                           chain: str, endpoints: Sequence[Endpoint], large: bool) -> None:
     """The SVC/SVL body: affinity checks first, then the probability ladder."""
-    seps = [names.endpoint_chain(spn, ep.key) for ep in endpoints]
+    seps = [sep_of[ep.key] for ep in endpoints]
     if large:
         comments = [""] * len(endpoints)
     else:
