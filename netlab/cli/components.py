@@ -77,7 +77,7 @@ def agent(state_dir: str, node: str, netns_name: str, address: str, role: str,
 
     _logging(f"agent-{node}")
     state = _state(state_dir)
-    the_agent = Agent(state.store_url, state, state.read_config(), node, address, role, iface)
+    the_agent = Agent(state.node_store_url, state, state.read_config(), node, address, role, iface)
     stop = _stop_event()
     threading.Thread(target=lambda: (stop.wait(), the_agent.stop.set()), daemon=True).start()
     the_agent.run()
@@ -93,7 +93,7 @@ def runtime(state_dir: str, node: str, netns_name: str) -> None:
 
     _logging(f"runtime-{node}")
     state = _state(state_dir)
-    Runtime(state.store_url, state.read_config(), node).run(_stop_event())
+    Runtime(state.node_store_url, state.read_config(), node).run(_stop_event())
 
 
 COMMANDS = [supervise, control_plane, agent, runtime]

@@ -243,3 +243,9 @@ def logs(component: str, follow: bool, tail: int, lab_name: str | None) -> None:
         raise NetlabError(f"no component {component!r}; choose from {', '.join(choices)}")
     args = ["tail", "-n", str(tail)] + (["-F"] if follow else []) + [path]
     os.execvp("tail", args)
+
+
+from netlab.cli import trace_cmds  # noqa: E402 - trace, capture, graph
+
+for command in trace_cmds.COMMANDS:
+    main.add_command(command)

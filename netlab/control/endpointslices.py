@@ -32,6 +32,7 @@ from netlab.api.selectors import matches_map
 from netlab.control.meta import Obj, controller_reference, generated_name, labels_of, ns_name
 from netlab.control.pods import is_ready, is_terminating, node_of
 from netlab.control.view import NsName, View, Writer
+from netlab.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,14 @@ _FINISHED = ("Succeeded", "Failed")
 
 
 def manages(service: Obj) -> bool:
-    """Does this controller own the Service's endpoints (it has a selector)?"""
-    spec = service.get("spec") or {}
-    return bool(spec.get("selector")) and spec.get("type") != "ExternalName"
+    """Does this controller own the Service's endpoints (it has a selector)?
+
+    A selector that is not a map (only possible for an object written past
+    validation) selects nothing, so it cannot break the passes over other Services.
+    """
+    spec = service.get("spec")
+    return isinstance(spec, dict) and isinstance(spec.get("selector"), dict) \
+        and bool(spec["selector"]) and spec.get("type") != "ExternalName"
 
 
 def is_ours(obj: Obj) -> bool:
@@ -333,5 +339,17 @@ def sync(writer: Writer, view: View, services: set[NsName] | None = None) -> set
     Returns the Services whose write lost a race, to retry on the next pass.
     """
     keys = _managed_keys(view) if services is None else services
-    return {key for key in sorted(keys)
-            if key != ("default", "kubernetes") and not sync_service(writer, view, key)}
+    failed: set[NsName] = set()
+    for key in sorted(keys):
+        if key == ("default", "kubernetes"):
+            continue
+        try:
+            if not sync_service(writer, view, key):
+                failed.add(key)
+        except StoreError:
+            raise
+        except Exception:
+            # One malformed Service (written straight into the store) must not stop
+            # the Services after it; it is tried again at the next full resync.
+            log.exception("service %s/%s: endpoints not synced", *key)
+    return failed

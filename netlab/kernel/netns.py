@@ -141,6 +141,13 @@ def current_inode() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
+def _open(name: str) -> int:
+    try:
+        return os.open(path_of(name), os.O_RDONLY)
+    except FileNotFoundError:
+        raise KernelError(f"network namespace {name} does not exist") from None
+
+
 def enter(name: str) -> None:
     """Move the calling thread into the namespace for good, and verify that it did.
 
@@ -148,10 +155,7 @@ def enter(name: str) -> None:
     thread inherits the namespace. Refuses to return unless the move happened,
     because a component left in the host namespace would change the host.
     """
-    try:
-        target = os.open(path_of(name), os.O_RDONLY)
-    except FileNotFoundError:
-        raise KernelError(f"network namespace {name} does not exist") from None
+    target = _open(name)
     try:
         _setns(target)
         if current_inode() != os.fstat(target).st_ino:
@@ -168,10 +172,7 @@ def entered(name: str) -> Iterator[None]:
     """
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        try:
-            target = os.open(path_of(name), os.O_RDONLY)
-        except FileNotFoundError:
-            raise KernelError(f"network namespace {name} does not exist") from None
+        target = _open(name)
         try:
             _setns(target)
         finally:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.api.cluster import ClusterConfig
-from netlab.errors import NetlabError
+from netlab.errors import NetlabError, StoreError
 from netlab.kernel import netns
 from netlab.lab import cleanup
 from netlab.lab.netns_machines import NetnsMachines, Underlay, machine_netns
@@ -26,7 +26,7 @@ from netlab.lab.state import ProcessRecord, StateDir, running_labs
 from netlab.lab.supervisor import spawn_supervisor
 from netlab.node import podfiles
 from netlab.node.agent import node_object
-from netlab.store import open_store
+from netlab.store import etcd_server, etcd_url, open_store
 from netlab.store.informer import Informer
 from netlab.store.objects import ObjectEvent, Objects
 
@@ -45,6 +45,17 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class StorePlan:
+    """The lab's store: sqlite in the state dir, or etcd at endpoints ("host:port").
+
+    etcd with no endpoints: the lab runs one member inside its control-plane node.
+    """
+
+    backend: str = "sqlite"
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class LabPlan:
     """Everything `up` needs, resolved from a lab file."""
 
@@ -55,6 +66,30 @@ class LabPlan:
     config: ClusterConfig
     manifests: tuple[dict[str, Any], ...]  # validated objects, in apply order
     source: str = ""
+    store: StorePlan = StorePlan()
+
+
+def store_info(plan: LabPlan) -> dict[str, Any]:
+    """How the lab's processes reach the store, as recorded in lab.json.
+
+    `url` is for processes in the host's namespace (CLI, control plane), `node_url`
+    for node components. A lab's own etcd listens on the control-plane node's
+    underlay address, which only the nodes can reach: the host side makes its
+    sockets in the control-plane namespace (`?netns=`), the nodes dial over the
+    underlay, as kubelets reach a kubeadm control plane.
+    """
+    if plan.store.backend != "etcd":
+        return {"backend": "sqlite"}
+    if plan.store.endpoints:
+        url = etcd_url(list(plan.store.endpoints))
+        return {"backend": "etcd", "url": url, "node_url": url}
+    control = next(n for n in plan.nodes if n.role == "control-plane")
+    member_netns = machine_netns(plan.name, control.name)
+    endpoint = f"{control.address}:{etcd_server.CLIENT_PORT}"
+    return {"backend": "etcd", "url": etcd_url([endpoint], netns=member_netns),
+            "node_url": etcd_url([endpoint]),
+            "member": {"node": control.name, "netns": member_netns,
+                       "address": control.address}}
 
 
 def lab_info(plan: LabPlan) -> dict[str, Any]:
@@ -65,6 +100,7 @@ def lab_info(plan: LabPlan) -> dict[str, Any]:
         "ext": {"address": plan.ext_address, "netns": machine_netns(plan.name, "ext")},
         "underlay": {"cidr": plan.underlay.cidr, "gateway": plan.underlay.gateway,
                      "mtu": plan.underlay.mtu},
+        "store": store_info(plan),
     }
 
 
@@ -96,9 +132,12 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
             report("machines", i + 1, len(plan.nodes) + 1)
         machines.create_machine("ext", plan.ext_address, len(plan.nodes) + 1)
         report("machines", len(plan.nodes) + 1, len(plan.nodes) + 1)
-        objects = Objects(open_store(state.store_url))
-        register_nodes(objects, plan.nodes)
+        # The supervisor starts the store (a lab's own etcd) and waits for the nodes to
+        # be registered before it starts the control plane and the agents.
         spawn_supervisor(state)
+        objects = Objects(open_store(state.store_url))
+        wait_store(objects, state, timeout)
+        register_nodes(objects, plan.nodes)
         # As `kubectl apply` right after `kubeadm join`: the control plane schedules
         # while the agents still start, and each agent finds its pods waiting.
         apply(objects, list(plan.manifests))
@@ -108,6 +147,22 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
         cleanup.clean(state)
         raise
     return state
+
+
+def wait_store(objects: Objects, state: StateDir, timeout: float) -> None:
+    """Until the store answers (a lab's own etcd takes about a second to elect itself)."""
+    deadline = time.monotonic() + timeout
+    check_supervisor = SupervisorCheck(state)
+    while True:
+        try:
+            objects.store.revision()
+            return
+        except StoreError as exc:
+            check_supervisor()
+            if time.monotonic() > deadline:
+                raise LabError(f"store not ready after {timeout:.0f}s ({exc}): see "
+                               f"{state.log_path('etcd')}") from exc
+            time.sleep(0.05)
 
 
 def register_nodes(objects: Objects, nodes: tuple[NodeSpec, ...]) -> None:

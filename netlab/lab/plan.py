@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from netlab.api.cluster import ClusterConfig
 from netlab.errors import LabFileError
 from netlab.lab.labfile import Lab, load_lab
-from netlab.lab.lifecycle import LabPlan, NodeSpec
+from netlab.lab.lifecycle import LabPlan, NodeSpec, StorePlan
 from netlab.lab.netns_machines import Underlay
 
 RESERVED_MACHINE_NAMES = ("ext", "underlay")
@@ -50,8 +52,10 @@ def plan_from_lab(lab: Lab, name: str | None = None) -> LabPlan:
     nodes = tuple(NodeSpec(n.name, n.role, str(ips[n.name])) for n in lab.nodes)
     underlay = Underlay(str(lab.network.underlay.cidr), str(lab.gateway),
                         lab.network.underlay.mtu)
+    endpoints = tuple(urlsplit(e).netloc for e in lab.store.endpoints)
     return LabPlan(lab.name, nodes, underlay, str(lab.ext_address), cluster_config(lab, lab.name),
-                   tuple(o.obj for o in lab.objects), source)
+                   tuple(o.obj for o in lab.objects), source,
+                   StorePlan(lab.store.backend, endpoints))
 
 
 def plan_from_file(path: str, name: str | None = None) -> LabPlan:

@@ -65,7 +65,28 @@ class StateDir:
 
     @property
     def store_url(self) -> str:
+        """How a process in the host's namespace (CLI, control plane) opens the store."""
+        return self._store_info().get("url") or self._sqlite_url
+
+    @property
+    def node_store_url(self) -> str:
+        """How a node component (agent, runtime), inside its node, opens the store."""
+        return self._store_info().get("node_url") or self._sqlite_url
+
+    @property
+    def _sqlite_url(self) -> str:
         return f"sqlite://{os.path.join(self.path, 'store.db')}"
+
+    def _store_info(self) -> dict[str, Any]:
+        """lab.json's "store" (written by `up`); none: the embedded store."""
+        try:
+            return self.read_lab().get("store") or {}
+        except FileNotFoundError:
+            return {}
+
+    @property
+    def etcd_data_dir(self) -> str:
+        return os.path.join(self.path, "etcd")
 
     @property
     def config_file(self) -> str:

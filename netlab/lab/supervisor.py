@@ -1,14 +1,16 @@
 """The lab supervisor: starts the lab's processes and restarts any that die.
 
 One supervisor per lab, detached from the terminal that ran `knetlab up`. It runs
-the control plane, and per node an agent and a runtime, each in the node's
-namespace, logging to the state dir. A process that exits is restarted with a
+the lab's own etcd if it has one (first, in the control-plane node), the control
+plane, and per node an agent and a runtime, each in the node's namespace, logging
+to the state dir. A process that exits is restarted with a
 back-off (so `kill` of an agent is a kubelet restart, not a dead node). SIGTERM
 stops the children and then the supervisor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -17,12 +19,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from netlab.errors import StoreError
 from netlab.kernel import netns
 from netlab.lab.state import StateDir
+from netlab.store import etcd_server, open_store
+from netlab.store.objects import Objects
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
+STORE_ROLE = "etcd"
 
 
 @dataclass
@@ -40,7 +46,13 @@ def component_argv(state: StateDir) -> list[tuple[str, list[str]]]:
     lab = state.read_lab()
     base = [sys.executable, "-m", "netlab"]
     common = ["--state-dir", state.path]
-    children = [("control-plane", base + ["control-plane", *common])]
+    children = []
+    member = (lab.get("store") or {}).get("member")
+    if member:  # the lab's own etcd, in the control-plane node as kubeadm runs it
+        children.append((STORE_ROLE, ["nsenter", f"--net={netns.path_of(member['netns'])}",
+                                      *etcd_server.member_argv(lab["name"], state.etcd_data_dir,
+                                                               member["address"])]))
+    children.append(("control-plane", base + ["control-plane", *common]))
     for node in lab["nodes"]:
         # Started inside the node's namespace (nsenter), and each enters it again itself:
         # a node component must never run in the host's namespace.
@@ -73,25 +85,54 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        for child in self.children:
-            self._start(child)
+        store = [c for c in self.children if c.role == STORE_ROLE]
+        self._wait_for_nodes(store)
         while not self.stopping:
-            now = time.monotonic()
-            for child in self.children:
-                code = child.proc.poll() if child.proc else None
-                if child.proc is not None and code is not None:
-                    log.warning("%s exited with %s; restarting", child.role, code)
-                    child.restarts += 1
-                    delay = min(0.5 * 2 ** min(child.restarts, 5), 10.0)
-                    child.next_start = now + delay
-                    child.proc = None
-                if child.proc is None and now >= child.next_start:
-                    self._start(child)
+            self._tend(self.children)
             time.sleep(0.2)
         self.stop_children()
 
+    def _tend(self, children: list[Child]) -> None:
+        """Start what is not running yet, restart what exited (with a back-off)."""
+        now = time.monotonic()
+        for child in children:
+            code = child.proc.poll() if child.proc else None
+            if child.proc is not None and code is not None:
+                log.warning("%s exited with %s; restarting", child.role, code)
+                child.restarts += 1
+                delay = min(0.5 * 2 ** min(child.restarts, 5), 10.0)
+                child.next_start = now + delay
+                child.proc = None
+            if child.proc is None and now >= child.next_start:
+                self._start(child)
+
+    def _wait_for_nodes(self, store: list[Child]) -> None:
+        """Run the store until `up` has registered every node (kubeadm init, then join).
+
+        Node order decides podCIDRs: agents started earlier would register themselves
+        in whatever order they came up.
+        """
+        names = {node["name"] for node in self.state.read_lab()["nodes"]}
+        objects = Objects(open_store(self.state.store_url))
+        try:
+            while not self.stopping:
+                self._tend(store)
+                with contextlib.suppress(StoreError):
+                    if names <= {n["metadata"]["name"] for n in objects.list("Node")[0]}:
+                        return
+                time.sleep(0.05)
+        finally:
+            objects.store.close()
+
     def stop_children(self) -> None:
-        running = [c.proc for c in self.children if c.proc and c.proc.poll() is None]
+        """Stop the components first and the store last, so none sees it vanish."""
+        store = [c for c in self.children if c.role == STORE_ROLE]
+        self._stop([c for c in self.children if c not in store])
+        self._stop(store)
+
+    @staticmethod
+    def _stop(children: list[Child]) -> None:
+        running = [c.proc for c in children if c.proc and c.proc.poll() is None]
         for proc in running:
             proc.terminate()
         deadline = time.monotonic() + STOP_GRACE

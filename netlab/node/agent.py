@@ -29,8 +29,8 @@ from netlab.node.ipam import HostLocalIPAM
 from netlab.node.overlay import Lease, Overlay, network_config
 from netlab.node.pods import PodManager, PodSandbox, readiness_probe
 from netlab.node.probes import Prober, ProbeTarget
-from netlab.proxy.iptables.backend import new_proxier
 from netlab.proxy.iptables.kernel import IptablesKernel
+from netlab.proxy.modes import new_proxier_for
 from netlab.proxy.proxier import Proxier
 from netlab.store import CompactedError, open_store
 from netlab.store.informer import Informer
@@ -254,11 +254,12 @@ class Agent:
     # proxy --------------------------------------------------------------------------
     def start_proxy(self) -> None:
         """kube-proxy's role: Services and EndpointSlices (and this Node) into rules."""
-        proxier = new_proxier(None, self.node, [self.address],
-                              cluster_cidr=self.config.pod_cidr,
-                              min_sync_period=self.config.min_sync_period,
-                              sync_period=self.config.sync_period,
-                              lock_file=self.lock_file)
+        proxier = new_proxier_for(self.config.proxy_mode, None, self.node, [self.address],
+                                  service_cidrs=(self.config.service_cidr,),
+                                  cluster_cidr=self.config.pod_cidr,
+                                  min_sync_period=self.config.min_sync_period,
+                                  sync_period=self.config.sync_period,
+                                  lock_file=self.lock_file)
         synced: set[str] = set()
 
         def on_batch(events: list[ObjectEvent]) -> None:

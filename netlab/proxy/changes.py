@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 DELETE_EVENTS = frozenset({"DELETED", "DELETE"})
 UPSERT_EVENTS = frozenset({"ADDED", "MODIFIED", "PUT", "SYNC"})
 
+# What converting an object may raise: ManifestError for an invalid value, the
+# others for a wrong shape (a list where a map belongs, a null, a NUL in an address).
+MALFORMED = (ManifestError, AttributeError, KeyError, TypeError, ValueError)
+
 PortMap = dict[ServicePortName, ServicePort]
 EndpointMap = dict[ServicePortName, tuple[Endpoint, ...]]
 
@@ -68,6 +72,12 @@ def _udp_needs_cleanup(before: EndpointMap, after: EndpointMap) -> bool:
         if old - new or (new and not old):
             return True
     return False
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ManifestError):
+        return str(exc)
+    return f"malformed object ({type(exc).__name__}: {exc})"
 
 
 class ChangeTracker:
@@ -101,15 +111,18 @@ class ChangeTracker:
 
         `event_type` is a Kubernetes watch type (ADDED, MODIFIED, DELETED) or a
         store event type (PUT, DELETE). For deletes `obj` needs only metadata.
-        A malformed object is logged and treated as absent.
+        A malformed object is logged and treated as absent: an invalid value
+        (ManifestError), or a shape the API server would never store, such as
+        `status.loadBalancer: null` written straight into the store. Letting the
+        latter raise would kill the informer thread and stop the node's proxy.
         """
         if event_type not in DELETE_EVENTS and event_type not in UPSERT_EVENTS:
             log.warning("ignoring %s event of unknown type %r", kind, event_type)
             return self.pending
         try:
             key = object_key(obj)
-        except ManifestError as exc:
-            log.warning("ignoring %s event: %s", kind, exc)
+        except MALFORMED as exc:
+            log.warning("ignoring %s event: %s", kind, _reason(exc))
             return self.pending
         deleted = event_type in DELETE_EVENTS
         if kind == "Service":
@@ -129,8 +142,8 @@ class ChangeTracker:
         if obj is not None:
             try:
                 ports = service_ports(obj)
-            except ManifestError as exc:
-                log.warning("Service %s ignored: %s", key, exc)
+            except MALFORMED as exc:
+                log.warning("Service %s ignored: %s", key, _reason(exc))
         if ports == self._synced_ports.get(key, {}):
             self._pending_ports.pop(key, None)
         else:
@@ -141,8 +154,8 @@ class ChangeTracker:
         if obj is not None:
             try:
                 info = endpoint_slice(obj)
-            except ManifestError as exc:
-                log.warning("EndpointSlice %s ignored: %s", key, exc)
+            except MALFORMED as exc:
+                log.warning("EndpointSlice %s ignored: %s", key, _reason(exc))
         old = self._slices.pop(key, None)
         affected: set[NamespacedName] = set()
         if old is not None:

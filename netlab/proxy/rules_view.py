@@ -2,7 +2,10 @@
 
 For `knetlab proxy rules NODE [--service ns/name]`: reads the node's legacy
 iptables with python-iptables (inside the node's namespace) and returns data;
-the CLI renders it. A rule belongs to a service port when its comment names
+the CLI renders it. A node whose proxy runs in nftables mode is read by
+`netlab.proxy.nftables.rules_view` instead, into the same types; `read_rules`
+picks the reader (by the mode given, or by whether the `ip kube-proxy` nft
+table exists). A rule belongs to a service port when its comment names
 it (`ns/svc:port cluster IP`, `ns/svc:port -> ip:port`, …) or when it sits in
 a per-service chain (KUBE-SVC/SVL/EXT/FW/SEP) reached from such a rule. The
 second path matters in large clusters, where kube-proxy drops the comments
@@ -36,6 +39,7 @@ COMMON_CHAINS = {
 }
 _SERVICE_IN_COMMENT = re.compile(
     r"(?:^|\s)([a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*(?::[-a-z0-9]+)?)(?:\s|$)")
+NFT_TABLE = "kube-proxy"  # Rule.table of rules read from nftables mode's table
 _iptc_lock = threading.Lock()  # python-iptables caches one handle per table, process-wide
 
 
@@ -61,8 +65,15 @@ class ServicePortRules:
 
     @property
     def packets(self) -> int:
-        """Packets that entered this service port's rules from the top-level chains."""
-        return sum(r.packets for r in self.rules if r.chain in ENTRY_CHAINS.get(r.table, ()))
+        """First packets of the connections this service port took in.
+
+        iptables: what its rules in the top-level chains counted. nftables has
+        no per-service rules there (a map lookup dispatches), so: what its
+        endpoint chains' `dnat` rules counted.
+        """
+        return sum(r.packets for r in self.rules
+                   if r.chain in ENTRY_CHAINS.get(r.table, ())
+                   or (r.table == NFT_TABLE and r.target == "dnat"))
 
 
 @dataclass
@@ -125,11 +136,25 @@ def _service_of(comment: str) -> str | None:
     return match.group(1) if match else None
 
 
-def read_rules(namespace: str | None, service: str | None = None) -> RulesView:
+def read_rules(namespace: str | None, service: str | None = None,
+               mode: str | None = None) -> RulesView:
     """Read kube-proxy's rules and counters in a node namespace, grouped by service port.
 
-    `service` ("ns/name") limits the answer to that Service.
+    `service` ("ns/name") limits the answer to that Service. `mode` is the
+    lab's proxy mode ("iptables" or "nftables"); None looks at the node.
     """
+    if mode is None:
+        from netlab.proxy.nftables.kernel import NftKernel
+
+        mode = "nftables" if NftKernel(namespace).table_exists() else "iptables"
+    if mode == "nftables":
+        from netlab.proxy.nftables.rules_view import read_nft_rules  # it imports this module
+
+        return read_nft_rules(namespace, service)
+    return _read_iptables(namespace, service)
+
+
+def _read_iptables(namespace: str | None, service: str | None) -> RulesView:
     import iptc  # python-iptables; imported late, it loads libiptc
 
     context = netns.entered(namespace) if namespace else contextlib.nullcontext()

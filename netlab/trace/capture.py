@@ -137,6 +137,10 @@ class NamespaceCapture:
         else:
             self.frames.append(frame)
 
+    def request_stop(self) -> None:
+        """Ask the reader to finish (stop() then returns at once): stop many in parallel."""
+        self._stop.set()
+
     def stop(self) -> list[Frame]:
         """Stop reading, close the socket and return what was kept."""
         self._stop.set()

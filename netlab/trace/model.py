@@ -207,7 +207,7 @@ class DiffEntry:
         return f"{self.key}: {self.field}: model {self.simulated!r}, kernel {self.live!r}"
 
 
-@dataclass
+@dataclass(repr=False)
 class Trace:
     trace_id: str
     mode: str  # live | simulated | diff
@@ -222,6 +222,56 @@ class Trace:
     notes: list[str] = field(default_factory=list)
     diff: list[DiffEntry] | None = None  # only in diff mode
     twin: Trace | None = None  # in diff mode: the simulated trace (self is the live one)
+
+    def __repr__(self) -> str:
+        return f"<Trace {self.trace_id} {self.source} -> {self.destination}: {self.verdict}>"
+
+    # helpers for tests and scripts ---------------------------------------------------
+    def hops_at(self, stage: str) -> list[Hop]:
+        """Hops whose stage starts with `stage`: "netfilter", "netfilter:nat", "vxlan"..."""
+        return [h for h in self.hops if h.stage.startswith(stage)]
+
+    @property
+    def dnat(self) -> Hop | None:
+        """The hop that rewrote the destination (ClusterIP/NodePort -> endpoint), if any."""
+        return next((h for h in self.hops if h.action == Action.TRANSLATED and h.before
+                     and h.after and h.before.destination != h.after.destination), None)
+
+    @property
+    def snat(self) -> Hop | None:
+        """The hop that rewrote the source (masquerade), if any."""
+        return next((h for h in self.hops if h.action == Action.TRANSLATED and h.before
+                     and h.after and h.before.src != h.after.src), None)
+
+    def encapsulated(self, vni: int | None = None) -> bool:
+        """Whether the probe crossed a VXLAN tunnel (with this VNI, if given)."""
+        return any(h.action == Action.ENCAP and h.encap and (vni is None or h.encap.vni == vni)
+                   for h in self.hops)
+
+    @property
+    def encap(self) -> Encap | None:
+        return next((h.encap for h in self.hops if h.action == Action.ENCAP), None)
+
+    @property
+    def source_seen_by_server(self) -> str | None:
+        """The source IP the receiving socket saw (the client's, unless something SNATed)."""
+        return self.server_sees.src if self.server_sees else None
+
+    @property
+    def drop_reason(self) -> DropReason | None:
+        return next((h.drop_reason for h in reversed(self.hops) if h.drop_reason), None)
+
+    @property
+    def minimal(self) -> list[str]:
+        """The minimal rendering as lines: what tests should pin."""
+        from netlab.trace.render import minimal_lines
+
+        return minimal_lines(self)
+
+    def rendered(self, level: str = "summary") -> str:
+        from netlab.trace.render import render
+
+        return render(self, level)
 
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)

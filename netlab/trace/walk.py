@@ -12,6 +12,7 @@ so the two can be compared line by line.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -100,10 +101,8 @@ class Walker:
         return self._run(lambda: self._ext_egress(machine, flow))
 
     def _run(self, start) -> WalkResult:  # type: ignore[no-untyped-def]
-        try:
+        with contextlib.suppress(_Stop):
             start()
-        except _Stop:
-            pass
         hops = [replace(h, seq=i + 1) for i, h in enumerate(self.result.hops)]
         self.result.hops = hops
         return self.result
@@ -315,6 +314,7 @@ class Walker:
                   encap: Encap | None) -> None:
         target = self.view.machine_by_ip(next_hop)
         netns = self.view.underlay_netns
+        self._check_seen(netns, sender.underlay_port, "ingress", "the underlay")
         if target is None:
             why = ("the underlay gateway does not forward" if next_hop ==
                    self.view.underlay_gateway else f"no machine has {next_hop}")

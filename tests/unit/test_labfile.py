@@ -126,6 +126,11 @@ def test_a_renamed_lab_keeps_its_manifests_and_checks_the_name():
     assert info.value.field == "name" and info.value.file == str(TOPOLOGIES / "default.yaml")
 
 
+def test_etcd_store_without_endpoints_means_the_lab_runs_its_own(write):
+    lab = load_lab(write("store: {backend: etcd}\n"))
+    assert lab.store.backend == "etcd" and lab.store.endpoints == []
+
+
 def test_etcd_store_takes_endpoints(write):
     lab = load_lab(write("store: {backend: etcd, endpoints: ['http://192.168.10.2:2379']}\n"))
     assert lab.store.endpoints == ["http://192.168.10.2:2379"]
@@ -173,7 +178,8 @@ def test_unknown_keys_are_errors_that_list_the_known_ones(lab_error):
     ("dns:\n  upstreams: [1.1.1.1, dns.google]\n", "dns.upstreams[1]", 2, "IPv4 address"),
     ("dns:\n  clusterIP: 10.244.0.10\n", "dns.clusterIP", 2, "inside network.serviceCIDR"),
     ("dns:\n  clusterIP: 10.96.0.1\n", "dns.clusterIP", 2, "kubernetes Service"),
-    ("store: {backend: etcd}\n", "store.endpoints", 1, "Required value"),
+    ("store: {backend: etcd, endpoints: ['https://a:2379']}\n", "store.endpoints[0]", 1,
+     "TLS"),
     ("store: {endpoints: ['http://a:2379']}\n", "store.endpoints", 1, "only used with"),
     ("store: {backend: etcd, endpoints: [localhost]}\n", "store.endpoints[0]", 1, "URL"),
     ("manifests: demo.yaml\n", "manifests", 1, "valid list"),

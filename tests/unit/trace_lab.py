@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from netlab.api.cluster import ClusterConfig
-from netlab.node.overlay import masquerade_payload
+from netlab.node.overlay import FORWARD_HOOK, MASQ_HOOK, masquerade_payload
 from netlab.proxy.changes import ChangeTracker
 from netlab.proxy.iptables.render import NodeConfig, jump_rules, render
 from netlab.trace.labview import LabView, build_view
@@ -128,10 +128,7 @@ def installed_rules(node_name: str, with_proxy: bool = True) -> str:
     """What iptables-legacy-save would show on the node: kube-proxy's rules and flannel's."""
     address = next(a for n, a, _, _ in NODES if n == node_name)
     cidr = next(c for n, _, c, _ in NODES if n == node_name)
-    text = [masquerade_payload("10.244.0.0/16", cidr),
-            "*nat\n-I POSTROUTING 1 -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n"
-            "COMMIT\n*filter\n-I FORWARD 1 -m comment --comment \"flanneld forward\" "
-            "-j FLANNEL-FWD\nCOMMIT\n"]
+    text = [masquerade_payload("10.244.0.0/16", cidr, (MASQ_HOOK, FORWARD_HOOK))]
     if with_proxy:
         tracker = ChangeTracker(node_name)
         for obj in objects():
