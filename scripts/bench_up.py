@@ -2,7 +2,7 @@
 
 For each size N (pods in total, a Deployment of agnhost netexec pods with an
 httpGet readiness probe, as in topologies/demo/web.yaml, spread over the two
-workers by the scheduler):
+workers by the scheduler; the lab's DNS addon is off so that N is every pod):
 
 floor  The same kernel objects made with iproute2 alone, as few `ip` processes as
        possible, then removed:
@@ -30,7 +30,8 @@ Run as root from the repository (results go to results/, which git ignores):
     sudo .venv/bin/python scripts/bench_up.py --sizes 30,300,900
 
 Labs are named bench<N> (never `default`); if a run dies, `knetlab clean --name
-bench<N>` removes what it left.
+bench<N>` removes what it left. A size is skipped when its pods would overflow the
+kernel's ARP table, which every namespace on the host shares (see neighbour_room).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import yaml
 
 from netlab.control.apply import apply_objects, bootstrap
 from netlab.lab import lifecycle
+from netlab.lab.cleanup import clean
 from netlab.lab.labfile import lab_from_data
 from netlab.lab.lifecycle import LabPlan
 from netlab.lab.plan import plan_from_lab
@@ -62,6 +64,7 @@ from netlab.lab.state import StateDir
 REPO = Path(__file__).resolve().parent.parent
 FLOOR_PREFIX = "nlb-floor-"
 MAX_PODS_PER_SUBNET = 250
+NEIGHBOUR_MARGIN = 100  # nodes, underlay, and whatever else runs on the host
 
 
 # the lab ---------------------------------------------------------------------------------
@@ -205,6 +208,30 @@ def run_floor(plan: LabPlan, pods: int) -> dict[str, float]:
             "ip_processes": len(script.batches) + 1}
 
 
+# host limits ---------------------------------------------------------------------------
+def neighbour_room() -> tuple[int, int]:
+    """(entries in use, gc_thresh3) of the kernel's ARP table, one for every namespace.
+
+    Each pod takes about two entries (its gateway in the pod, the pod on its node);
+    past gc_thresh3 the kernel drops new ones ("neighbor table overflow"), pods stop
+    answering their probes, and every lab on the host suffers with them.
+    """
+    with open("/proc/net/stat/arp_cache") as f:
+        entries = int(f.readlines()[1].split()[0], 16)
+    with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as f:
+        return entries, int(f.read())
+
+
+def too_big(pods: int) -> str | None:
+    entries, limit = neighbour_room()
+    if entries + 2 * pods + NEIGHBOUR_MARGIN <= limit:
+        return None
+    return (f"{pods} pods need about {2 * pods} ARP entries; the host's table (shared by "
+            f"every network namespace) has {entries} in use and holds "
+            f"net.ipv4.neigh.default.gc_thresh3={limit}: raise it to run this size")
+
+
+
 # up and down -----------------------------------------------------------------------------
 def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) of one process in KiB, from smaps_rollup."""
@@ -265,7 +292,6 @@ def lab_cleaned_on_error(name: str) -> Iterator[None]:
     except BaseException:
         state = StateDir(name)
         if state.exists():
-            from netlab.lab.cleanup import clean
             clean(state)
         raise
 
@@ -283,11 +309,12 @@ def run_lab(plan: LabPlan, timeout: float) -> dict[str, Any]:
         driver_cpu_s = time.process_time() - cpu_started
         busy_s = host_busy_seconds() - busy_started
         usage = lab_usage(state)
+        arp_entries = neighbour_room()[0]
         started = time.perf_counter()
         lifecycle.down(plan.name)
         down_s = time.perf_counter() - started
     return {"up_s": up_s, "phases_s": phases.done, "down_s": down_s, "usage": usage,
-            "driver_cpu_s": round(driver_cpu_s, 2),
+            "driver_cpu_s": round(driver_cpu_s, 2), "arp_entries_at_ready": arp_entries,
             "others_cpu_s": round(busy_s - driver_cpu_s - usage["cpu_s"], 2)}
 
 
@@ -357,13 +384,19 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_up needs root (network namespaces): run it with sudo")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    skipped = {n: reason for n in sizes if (reason := too_big(n))}
+    for n, reason in skipped.items():
+        print(f"skipping {n}: {reason}", file=sys.stderr)
     baseline = measure(0, args.timeout, args.prefix)
-    rows = [measure(n, args.timeout, args.prefix) for n in sizes for _ in range(args.repeat)]
+    rows = [measure(n, args.timeout, args.prefix) for n in sizes if n not in skipped
+            for _ in range(args.repeat)]
     print_table(baseline, rows)
     output = args.output or REPO / "results" / time.strftime("bench_up-%Y%m%d-%H%M%S.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"machine": machine_info(), "command": sys.argv,
-                                  "baseline": baseline, "runs": rows}, indent=2) + "\n")
+                                  "baseline": baseline, "runs": rows,
+                                  "skipped": {str(n): r for n, r in skipped.items()}},
+                                 indent=2) + "\n")
     print(f"results: {output}")
 
 

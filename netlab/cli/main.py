@@ -249,3 +249,8 @@ from netlab.cli import trace_cmds  # noqa: E402 - trace, capture, graph
 
 for command in trace_cmds.COMMANDS:
     main.add_command(command)
+
+from netlab.cli import svc_cmds  # noqa: E402 - proxy rules, describe
+
+for command in svc_cmds.COMMANDS:
+    main.add_command(command)

@@ -86,36 +86,66 @@ def namespace_row(ns: Obj, wide: bool) -> Row:
     return [ns["metadata"]["name"], ns.get("status", {}).get("phase", "Active"), age(ns)]
 
 
+def _service_external_ip(spec: Obj) -> str:
+    """kubectl's getServiceExternalIP (no load balancer is ever provisioned here)."""
+    external = ",".join(spec.get("externalIPs") or [])
+    kind = spec.get("type", "ClusterIP")
+    if kind in ("ClusterIP", "NodePort"):
+        return external or "<none>"
+    if kind == "LoadBalancer":
+        return external or "<pending>"
+    if kind == "ExternalName":
+        return spec.get("externalName", "")
+    return "<unknown>"
+
+
 def service_row(svc: Obj, wide: bool) -> Row:
     spec = svc.get("spec", {})
     ports = ",".join(
         f"{p['port']}" + (f":{p['nodePort']}" if p.get("nodePort") else "")
         + f"/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []) or "<none>"
-    external = ",".join(spec.get("externalIPs") or []) or (
-        spec.get("externalName") or ("<pending>" if spec.get("type") == "LoadBalancer"
-                                     else "<none>"))
-    row = [svc["metadata"]["name"], spec.get("type", "ClusterIP"), spec.get("clusterIP", "None"),
-           external, ports, age(svc)]
+    cluster_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP")
+                                             else [])
+    row = [svc["metadata"]["name"], spec.get("type", "ClusterIP"),
+           cluster_ips[0] if cluster_ips else "<none>", _service_external_ip(spec), ports,
+           age(svc)]
     if wide:
         selector = spec.get("selector") or {}
         row.append(",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>")
     return row
 
 
+def _with_more(shown: list[str], count: int, limit: int = 3) -> str:
+    """kubectl's listWithMoreString: the first `limit` items, then how many were left out."""
+    text = ",".join(shown[:limit])
+    if count > limit:
+        return f"{text} + {count - limit} more..."
+    return text or "<unset>"
+
+
 def slice_row(es: Obj, wide: bool) -> Row:
-    ports = ",".join(str(p.get("port")) for p in es.get("ports") or []) or "<unset>"
+    ports = [str(p["port"]) if p.get("port") is not None else (p.get("name") or "<unset>")
+             for p in es.get("ports") or []]
     addresses = [a for e in es.get("endpoints") or [] for a in e.get("addresses", [])]
-    shown = ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..."
-                                        if len(addresses) > 3 else "")
-    return [es["metadata"]["name"], es.get("addressType", "IPv4"), ports, shown or "<unset>",
+    return [es["metadata"]["name"], es.get("addressType", "IPv4"),
+            _with_more(ports, len(ports)),
+            _with_more(addresses, len(addresses)) if es.get("endpoints") else "<unset>",
             age(es)]
 
 
 def endpoints_row(ep: Obj, wide: bool) -> Row:
-    pairs = [f"{a['ip']}:{p['port']}" for s in ep.get("subsets") or []
-             for a in s.get("addresses") or [] for p in s.get("ports") or []]
-    shown = ",".join(pairs[:3]) + (f" + {len(pairs) - 3} more..." if len(pairs) > 3 else "")
-    return [ep["metadata"]["name"], shown or "<none>", age(ep)]
+    """kubectl's formatEndpoints: per subset, per port, per ready address."""
+    subsets = ep.get("subsets") or []
+    shown: list[str] = []
+    count = 0
+    for subset in subsets:
+        addresses = [a["ip"] for a in subset.get("addresses") or []]
+        ports = subset.get("ports") or []
+        for port in ports or [None]:
+            count += len(addresses)
+            shown += [ip if port is None else f"{ip}:{port['port']}" for ip in addresses]
+    text = ",".join(shown[:3]) + (f" + {count - 3} more..." if count > 3 else "")
+    return [ep["metadata"]["name"], text if subsets else "<none>", age(ep)]
 
 
 def deployment_row(d: Obj, wide: bool) -> Row:

@@ -125,6 +125,8 @@ def capture(target: str, out: str | None, count: int | None, bpf: str | None, na
 
 
 def _one_line(frame) -> str:  # type: ignore[no-untyped-def]
+    import scapy.layers.inet  # noqa: F401 - binds IP, TCP, UDP, ICMP into Ether's summary
+    import scapy.layers.vxlan  # noqa: F401
     from scapy.layers.l2 import Ether
 
     arrow = "<" if frame.direction == "ingress" else ">"

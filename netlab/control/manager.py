@@ -234,6 +234,8 @@ class ControlPlane:
             servicealloc.repair(self.objects, self.config)
         except StoreError as exc:
             log.warning("allocation repair failed (%s)", exc)
+        except Exception:  # as reconcile(): never let one bad object end the process
+            log.exception("allocation repair failed; retrying at the next repair")
 
 
 def run(store_url: str, config: ClusterConfig, stop: threading.Event) -> None:

@@ -235,12 +235,20 @@ def allocate(service: Obj, previous: Obj | None, tables: Tables, config: Cluster
 
 
 def allocated_values(service: Obj) -> tuple[set[str], set[str]]:
-    """(clusterIPs, nodePorts as strings) a stored Service holds."""
-    spec = service.get("spec") or {}
+    """(clusterIPs, nodePorts as strings) a stored Service holds.
+
+    Tolerates shapes validation would refuse (an object written straight into the
+    store): what cannot be read holds nothing, rather than failing the repair of
+    every other Service.
+    """
+    spec = service.get("spec")
+    if not isinstance(spec, dict):
+        return set(), set()
     ip = spec.get("clusterIP")
-    ips = {ip} if ip and ip != "None" else set()
-    ports = {str(p["nodePort"]) for p in spec.get("ports") or [] if p.get("nodePort")}
-    return ips, ports
+    ips = {ip} if isinstance(ip, str) and ip and ip != "None" else set()
+    ports = spec["ports"] if isinstance(spec.get("ports"), list) else []
+    node_ports = {str(p["nodePort"]) for p in ports if isinstance(p, dict) and p.get("nodePort")}
+    return ips, node_ports
 
 
 # -- the store side -------------------------------------------------------------------

@@ -35,6 +35,9 @@ from netlab.store.base import (
 from netlab.store.etcd_gateway import Gateway, GatewayError, Message, b64, unb64
 
 GRPC_OUT_OF_RANGE = 11  # etcd's code for "revision compacted" / "future revision"
+# Longer than kube-apiserver's 5 s: a lab shares two cores with hundreds of processes,
+# and a call that times out is retried by its caller anyway.
+REQUEST_TIMEOUT = 10.0
 
 
 def _dump(value: dict[str, Any]) -> str:
@@ -63,7 +66,7 @@ class EtcdStore(Store):
     """Store on etcd through its JSON gateway (see netlab/store/etcd_gateway.py)."""
 
     def __init__(self, endpoints: Sequence[str], *, netns: str | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = REQUEST_TIMEOUT) -> None:
         self.gateway = Gateway(endpoints, netns=netns, timeout=timeout)
 
     def get(self, key: str) -> KeyValue | None:

@@ -1,13 +1,13 @@
 """etcd's v3 JSON gateway over plain sockets: unary calls and watch streams.
 
 etcd serves its gRPC API as JSON over HTTP/1.1 on the client port (`/v3/kv/range`,
-`/v3/kv/txn`, `/v3/watch`). Talking to it with h11 over sockets we open ourselves
-gives three things a gRPC client does not (see docs/benchmarks.md, "etcd client
-choice"): each socket is made in the network namespace we choose (the lab's etcd
-listens on the control-plane node's underlay address, which the host side reaches
-from inside that node); a watch stream is read
-with a socket timeout, so an idle watch returns control every poll interval without
-a reader thread; and every failure is one of our own exceptions, never a hang.
+`/v3/kv/txn`, `/v3/watch`). Speaking it with h11 over sockets we open ourselves gives
+what the gRPC and requests-based clients did not (docs/benchmarks.md, "etcd client
+choice"): every socket is made in a network namespace we choose (a lab's etcd
+listens on its control-plane node's underlay address, which the host side reaches
+from inside that node); a watch stream is read with a socket timeout, so an idle
+watch hands back control every poll interval without a reader thread; and every
+failure is a StoreError raised at once, never a silent hang or a banned endpoint.
 
 Every int64 in the gateway's JSON is a string and zero values are left out, as
 protobuf's JSON mapping says; keys and values are base64.
@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import h11
@@ -63,43 +63,6 @@ def _raise_for(endpoint: str, status: int, body: bytes) -> None:
         raise GatewayError(int(err.get("code", err.get("grpc_code", 0)) or 0),
                            str(err.get("message") or err.get("error") or err))
     raise GatewayError(int(doc.get("code", 0) or 0), str(doc.get("message") or err))
-
-
-class _Connection:
-    """One HTTP/1.1 connection to one endpoint (h11 state machine + socket)."""
-
-    def __init__(self, endpoint: str, home: Home, timeout: float) -> None:
-        self.endpoint = endpoint
-        host, _, port = endpoint.rpartition(":")
-        self.host = host
-        self.sock = _dial(host, int(port), home, timeout)
-        self.h11 = h11.Connection(h11.CLIENT)
-        self.sent = 0  # requests sent on this connection
-        self.answered = False  # whether any byte of the current answer arrived
-
-    def send(self, target: str, body: bytes) -> None:
-        headers = [("Host", self.endpoint), ("Content-Type", "application/json"),
-                   ("Content-Length", str(len(body)))]
-        data = self.h11.send(h11.Request(method="POST", target=target, headers=headers))
-        data += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
-        self.sent += 1
-        self.answered = False
-        self.sock.sendall(data)
-
-    def next_event(self) -> Any:
-        """The next h11 event, reading as needed; socket.timeout passes through."""
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = self.sock.recv(RECV_SIZE)
-            self.answered = self.answered or bool(data)
-            self.h11.receive_data(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
 
 
 def _thread_netns() -> int:
@@ -156,14 +119,49 @@ def _dial(host: str, port: int, home: Home, timeout: float) -> socket.socket:
     return sock
 
 
+class _Connection:
+    """One HTTP/1.1 connection to one endpoint (h11 state machine + socket)."""
+
+    def __init__(self, endpoint: str, home: Home, timeout: float) -> None:
+        self.endpoint = endpoint
+        host, _, port = endpoint.rpartition(":")
+        self.sock = _dial(host, int(port), home, timeout)
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.sent = 0  # requests sent on this connection
+        self.answered = False  # whether any byte of the current answer arrived
+
+    def send(self, target: str, body: bytes) -> None:
+        headers = [("Host", self.endpoint), ("Content-Type", "application/json"),
+                   ("Content-Length", str(len(body)))]
+        data = self.h11.send(h11.Request(method="POST", target=target, headers=headers))
+        data += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
+        self.sent += 1
+        self.answered = False
+        self.sock.sendall(data)
+
+    def next_event(self) -> Any:
+        """The next h11 event, reading as needed; socket.timeout passes through."""
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = self.sock.recv(RECV_SIZE)
+            self.answered = self.answered or bool(data)
+            self.h11.receive_data(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
 class WatchStream:
     """A `/v3/watch` response: one JSON message per line, read with a timeout."""
 
-    def __init__(self, conn: _Connection, on_close: Any) -> None:
+    def __init__(self, conn: _Connection, on_close: Callable[[WatchStream], None]) -> None:
         self.conn = conn
         self._on_close = on_close
         self._buf = b""
-        self._started = False
 
     def next_message(self, timeout: float) -> Message | None:
         """The next message, or None if none came within timeout; StoreError if the
@@ -173,7 +171,6 @@ class WatchStream:
             while b"\n" not in self._buf:
                 event = self.conn.next_event()
                 if isinstance(event, h11.Response):
-                    self._started = True
                     if event.status_code != 200:
                         self._buf += self._rest()
                         _raise_for(self.conn.endpoint, event.status_code, self._buf)

@@ -159,9 +159,7 @@ class ObservedOracle:
                 return SocketAnswer(frame.detail != "port-unreachable",
                                     f"ICMP {frame.detail} sent")
             if frame.flow.proto == "tcp":
-                if "R" in frame.detail:
-                    return SocketAnswer(False, f"RST sent ({frame.detail})")
-                return SocketAnswer(True, f"SYN-ACK sent ({frame.detail})")
+                return SocketAnswer(frame.detail != "RST", f"{frame.detail} sent")
             return SocketAnswer(True, f"{frame.detail or 'reply'} sent")
         table = self.obs.listeners.get(netns)
         if table is None or flow.proto == "icmp":

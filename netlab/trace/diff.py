@@ -19,7 +19,7 @@ def _label(hop: Hop) -> str:
 
 
 def _fields(hop: Hop) -> dict[str, str]:
-    out = {"action": hop.action.value, "match": hop.match}
+    out = {"action": hop.action.value, "match": hop.match, "interface": hop.interface or "-"}
     if hop.after is not None:
         out["destination"] = hop.after.destination
         out["source"] = hop.after.src
@@ -29,6 +29,14 @@ def _fields(hop: Hop) -> dict[str, str]:
     if hop.drop_reason is not None:
         out["drop_reason"] = hop.drop_reason.value
     return out
+
+
+def _path(hops: list[Hop]) -> str:
+    """Hops only one side has, as one line: where the two paths part."""
+    if not hops:
+        return "(nothing)"
+    return " | ".join(f"{h.place} {h.stage} {h.interface or ''} {h.action.value}".replace(
+        "  ", " ") for h in hops)
 
 
 def compare(simulated: Trace, live: Trace) -> list[DiffEntry]:
@@ -45,14 +53,9 @@ def compare(simulated: Trace, live: Trace) -> list[DiffEntry]:
                         entries.append(DiffEntry(_label(live_hop), name, a.get(name, "-"),
                                                  b.get(name, "-")))
             continue
-        sims = simulated.hops[i1:i2]
-        lives = live.hops[j1:j2]
-        for k in range(max(len(sims), len(lives))):
-            s = sims[k] if k < len(sims) else None
-            li = lives[k] if k < len(lives) else None
-            key = _label(li or s)  # type: ignore[arg-type]
-            entries.append(DiffEntry(key, "hop", f"{_label(s)}: {s.match}" if s else "(none)",
-                                     f"{_label(li)}: {li.match}" if li else "(none)"))
+        sims, lives = simulated.hops[i1:i2], live.hops[j1:j2]
+        key = _label((lives or sims)[0])
+        entries.append(DiffEntry(key, "path", _path(sims), _path(lives)))
     if simulated.verdict != live.verdict:
         entries.append(DiffEntry("result", "verdict", simulated.verdict.value,
                                  live.verdict.value))

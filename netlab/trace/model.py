@@ -189,9 +189,9 @@ class Hop:
         return self.node if self.node in ("ext", "underlay") else f"{self.node}/root"
 
     @property
-    def key(self) -> tuple[str, str, str | None]:
+    def key(self) -> tuple[str, str]:
         """What --diff aligns on: the same place and stage in both traces."""
-        return (self.place, self.stage, self.interface)
+        return (self.place, self.stage)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def parse_save(text: str) -> Ruleset:
 def _canonical(line: str, tokens: list[str]) -> str:
     if tokens[0] == "-I":
         rest = tokens[3:] if len(tokens) > 2 and tokens[2].isdigit() else tokens[2:]
-        return f"-A {tokens[1]} " + " ".join(shlex.quote(t) if " " in t else t for t in rest)
+        return f"-A {tokens[1]} " + " ".join(f'"{t}"' if " " in t else t for t in rest)
     return line
 
 

@@ -8,6 +8,7 @@ replay recorded observations.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import threading
@@ -105,18 +106,30 @@ def conntrack_entries(netns_name: str, flows: Iterable[FlowTuple],
             try:
                 for proto, src, sport in wanted:
                     match = NFCTAttrTuple(proto=_PROTO[proto], saddr=src)
-                    entries = [e for e in ct.dump_entries(tuple_orig=match)
+                    # A dump that races with table changes may repeat entries: key by id.
+                    entries = {e.id: e for e in ct.dump_entries(tuple_orig=match)
                                if (e.tuple_orig.icmp_id if proto == "icmp"
-                                   else e.tuple_orig.sport) == sport]
-                    for entry in entries:
+                                   else e.tuple_orig.sport) == sport}
+                    for entry in entries.values():
                         found.append(_entry(proto, entry))
                         if delete:
-                            ct.delete(entry)
+                            _delete(ct, entry)
             finally:
                 ct.close()
     except OSError as exc:
         raise KernelError(f"conntrack in {netns_name}: {exc}") from exc
     return found
+
+
+def _delete(ct, entry) -> None:  # type: ignore[no-untyped-def]
+    """Delete an entry; one that expired since the dump is fine."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        ct.delete(entry)
+    except NetlinkError as exc:
+        if exc.code != errno.ENOENT:
+            raise
 
 
 def _entry(proto: str, entry) -> Conntrack:  # type: ignore[no-untyped-def]

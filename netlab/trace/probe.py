@@ -181,7 +181,7 @@ def _classify_ip(ip, probe: ProbeId) -> tuple[str, FlowTuple, str] | None:  # ty
         if ip.id == probe.ip_id and tcp.seq == probe.seq and flags == "S":
             return "probe", flow, flags
         if tcp.ack == (probe.seq + 1) & 0xFFFFFFFF and "A" in flags:
-            return "reply", flow, flags
+            return "reply", flow, "RST" if "R" in flags else "SYN-ACK" if "S" in flags else flags
         return None
     if ip.haslayer(ICMP):
         icmp = ip[ICMP]

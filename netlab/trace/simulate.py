@@ -12,11 +12,11 @@ from __future__ import annotations
 import secrets
 
 from netlab.trace.labview import LabView
-from netlab.trace.model import Conntrack, FlowTuple, Trace, Verdict
+from netlab.trace.model import Conntrack, FlowTuple, RuleHit, Trace, Verdict
 from netlab.trace.netfilter import Outcome, Ruleset
 from netlab.trace.routing import NetState, node_state, pod_state
 from netlab.trace.targets import Destination, Source
-from netlab.trace.walk import Seen, SocketAnswer, Walker, WalkResult
+from netlab.trace.walk import Oracle, Seen, SocketAnswer, Walker, WalkResult
 
 SIMULATED_SPORT = 40000  # stands in for the ephemeral port a real client would get
 
@@ -57,7 +57,7 @@ class ModelOracle:
                          f"of {len(dnat)}; --endpoint IP[:PORT] picks another")
         return outcomes[0], None, notes
 
-    def counters(self, node: str, hits: list) -> list:  # type: ignore[type-arg]
+    def counters(self, node: str, hits: list[RuleHit]) -> list[RuleHit]:
         del node
         return hits
 
@@ -87,7 +87,7 @@ def probe_flow(src: Source, dst: Destination, net: NetState, sport: int) -> Flow
     return FlowTuple(dst.proto, ip, sport, dst.ip, dst.port)
 
 
-def walk(view: LabView, oracle, src: Source, flow: FlowTuple) -> WalkResult:  # type: ignore[no-untyped-def]
+def walk(view: LabView, oracle: Oracle, src: Source, flow: FlowTuple) -> WalkResult:
     walker = Walker(view, oracle)
     if src.pod is not None:
         return walker.from_pod(src.pod, flow)

@@ -13,8 +13,9 @@ so the two can be compared line by line.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from netlab.node.cni import BRIDGE
 from netlab.trace.labview import LabView, Machine, PodView
@@ -100,7 +101,7 @@ class Walker:
             return self._run(lambda: self._local_out(machine, Packet(flow)))
         return self._run(lambda: self._ext_egress(machine, flow))
 
-    def _run(self, start) -> WalkResult:  # type: ignore[no-untyped-def]
+    def _run(self, start: Callable[[], None]) -> WalkResult:
         with contextlib.suppress(_Stop):
             start()
         hops = [replace(h, seq=i + 1) for i, h in enumerate(self.result.hops)]
@@ -108,7 +109,7 @@ class Walker:
         return self.result
 
     # helpers ------------------------------------------------------------------------
-    def _hop(self, **kw) -> Hop:  # type: ignore[no-untyped-def]
+    def _hop(self, **kw: Any) -> Hop:
         if len(self.result.hops) >= MAX_HOPS:
             self._finish(Verdict.DROPPED, f"more than {MAX_HOPS} hops: a loop?")
         kw.setdefault("evidence", ("model",) if not self.oracle.live else ())
@@ -496,5 +497,7 @@ def _describe(outcome: Outcome, before: FlowTuple, after: FlowTuple) -> str:
     if decisive and (outcome.verdict in ("DROP", "REJECT") or decisive.target == "ACCEPT"):
         why = f'"{decisive.comment}"' if decisive.comment else f"rule {decisive.position}"
         return f"{decisive.chain} {why} -j {decisive.target}"
-    return "no rule decided (policy ACCEPT)" if not outcome.hits else \
-        f"{len(outcome.hits)} rules matched, none decided (policy ACCEPT)"
+    if not outcome.hits:
+        return "no rule matched (policy ACCEPT)"
+    count = len(outcome.hits)
+    return f"{count} rule{'s' if count > 1 else ''} matched, none decided (policy ACCEPT)"

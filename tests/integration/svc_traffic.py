@@ -1,4 +1,6 @@
-"""Clients for the Service tests: HTTP and UDP from inside a lab namespace, without forking.
+"""Helpers for the Service tests: clients inside lab namespaces, waiting, host footprint.
+
+Clients speak HTTP and UDP from inside a lab namespace without forking.
 
 Each request opens a socket made inside the source namespace (pod, node or `ext`)
 and speaks to netexec: HTTP/1.0 `GET /<path>` (the server closes after the
@@ -15,9 +17,11 @@ import collections
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from netlab.kernel import netns
 from netlab.lab.session import RunningLab
+from tests.hoststate import HostState
 
 
 class Client:
@@ -80,3 +84,19 @@ def eventually(check: Callable[[], object], timeout: float = 15.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last!r}")
         time.sleep(0.2)
+
+
+def own_footprint(state: HostState) -> HostState:
+    """The host state without test namespaces other helpers make meanwhile (`nlt-*`).
+
+    Other labs are already left out by `HostState.capture(lab)`; namespaces of
+    other people's tests come and go while a module runs on a shared machine.
+    Ours would be `nlt-svc-*`, and those stay in the comparison.
+    """
+    def keep(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(n for n in names if not n.startswith("nlt-") or n.startswith("nlt-svc-"))
+
+    return replace(state, netns=keep(state.netns), etc_netns=keep(state.etc_netns),
+                   run_netns=keep(state.run_netns),
+                   mounts=tuple(m for m in state.mounts
+                                if "/nlt-" not in m or "/nlt-svc-" in m))

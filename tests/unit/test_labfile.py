@@ -49,8 +49,10 @@ def test_default_topology_loads_with_its_demo_manifests():
                             "worker-2": IPv4Address("192.168.10.4")}
     assert lab.control_plane.name == "control-plane"
     assert [n.name for n in lab.workers] == ["worker-1", "worker-2"]
-    assert [(o.kind, o.name) for o in lab.objects] == [("Deployment", "web"), ("Pod", "client")]
-    assert lab.manifest_paths == [TOPOLOGIES / "demo" / "web.yaml"]
+    assert [(o.kind, o.name) for o in lab.objects] == [
+        ("Deployment", "web"), ("Pod", "client"), ("Service", "web"), ("Service", "web-nodeport")]
+    assert lab.manifest_paths == [TOPOLOGIES / "demo" / "web.yaml",
+                                  TOPOLOGIES / "demo" / "web-svc.yaml"]
     assert lab.source == TOPOLOGIES / "default.yaml"
 
 
@@ -119,7 +121,7 @@ def test_a_lab_round_trips_through_its_json_dump(write):
 
 def test_a_renamed_lab_keeps_its_manifests_and_checks_the_name():
     lab = load_lab(TOPOLOGIES / "default.yaml").renamed("second")
-    assert lab.name == "second" and len(lab.objects) == 2
+    assert lab.name == "second" and len(lab.objects) == 4
     assert lab.source == TOPOLOGIES / "default.yaml"
     with pytest.raises(LabFileError) as info:
         lab.renamed("Not_Valid")

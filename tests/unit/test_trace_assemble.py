@@ -45,9 +45,9 @@ def frames_to(pod, vip: str | None = None) -> list[SeenFrame]:  # type: ignore[n
     frames = [SeenFrame(i / 1000, ns, dev, way, "probe", f, e)
               for i, (ns, dev, way, f, e) in enumerate(places)]
     reply = FlowTuple("tcp", pod.ip, 8080, A.ip, SPORT)
-    frames.append(SeenFrame(0.5, pod.netns, "eth0", "egress", "reply", reply, None, "SA"))
+    frames.append(SeenFrame(0.5, pod.netns, "eth0", "egress", "reply", reply, None, "SYN-ACK"))
     back = FlowTuple("tcp", vip or pod.ip, 80 if vip else 8080, A.ip, SPORT)
-    frames.append(SeenFrame(0.6, A.netns, "eth0", "ingress", "reply", back, None, "SA"))
+    frames.append(SeenFrame(0.6, A.netns, "eth0", "ingress", "reply", back, None, "SYN-ACK"))
     return frames
 
 
@@ -73,7 +73,7 @@ def test_a_fully_captured_clusterip_trace_agrees_with_its_simulated_twin():
     assert trace.minimal == twin.minimal
     assert "captured" in trace.hops[0].evidence
     assert trace.encap is not None and trace.encap.sport == 50000  # the real flow hash
-    assert trace.hops[-1].evidence == ("SYN-ACK sent (SA)",)
+    assert trace.hops[-1].evidence == ("SYN-ACK sent",)
     assert any("answer at the source" in n for n in trace.notes)
 
 
@@ -125,5 +125,7 @@ def test_a_kernel_route_the_model_lacks_shows_up_in_the_diff():
     trace, twin = live("c", obs)
     assert trace.verdict != Verdict.DELIVERED
     differences = compare(twin, trace)
-    assert any(d.field == "hop" and "flannel.1" in d.simulated for d in differences)
+    route = next(d for d in differences if d.key.startswith("worker-1/root route"))
+    assert (route.field, route.simulated) == ("interface", "flannel.1")
+    assert any(d.field == "path" and "vxlan:encap" in d.simulated for d in differences)
     assert any(d.field == "verdict" for d in differences)

@@ -50,7 +50,7 @@ def test_syn_ack_and_rst_answering_the_probe_are_replies():
                                                         flags="RA", seq=0, ack=1001)
     assert classify(frame(syn_ack), PROBE).kind == "reply"  # type: ignore[union-attr]
     answer = classify(frame(rst), PROBE)
-    assert answer is not None and "R" in answer.detail
+    assert answer is not None and answer.detail == "RST"
 
 
 def test_icmp_errors_quoting_the_probe_are_recognised():
