@@ -56,6 +56,9 @@ def rules(node: str, service: str | None, lab_name: str | None) -> None:
     nodes = {n["name"]: n.get("netns") for n in state.read_lab()["nodes"]}
     if node not in nodes:
         raise NetlabError(f"no node {node!r} (nodes: {', '.join(nodes)})")
+    if not nodes[node]:  # never read the host's own tables by mistake
+        raise NetlabError(f"node {node} has no network namespace on this host; "
+                          "run the command inside the node")
     mode = state.read_config().proxy_mode
     if service and "/" not in service:
         service = f"default/{service}"

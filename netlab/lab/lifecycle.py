@@ -143,10 +143,25 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
         apply(objects, list(plan.manifests))
         wait_nodes_ready(objects, state, [n.name for n in plan.nodes], report, timeout)
         wait_pods_ready(objects, state, report, timeout)
+    except LabError as exc:
+        evidence = log_errors(state)
+        cleanup.clean(state)
+        raise LabError(f"{exc}\n{evidence}" if evidence else str(exc)) from exc
     except BaseException:
         cleanup.clean(state)
         raise
     return state
+
+
+def log_errors(state: StateDir, per_log: int = 5) -> str:
+    """The last error lines of each component's log: the state dir goes with a failed up."""
+    lines = []
+    logs = os.path.join(state.path, "logs")
+    for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        with open(os.path.join(logs, name), errors="replace") as f:
+            errors = [line.rstrip() for line in f if " ERROR " in line or "Traceback" in line]
+        lines += [f"  {name}: {line}" for line in errors[-per_log:]]
+    return "last errors in the lab's logs:\n" + "\n".join(lines) if lines else ""
 
 
 def wait_store(objects: Objects, state: StateDir, timeout: float) -> None:

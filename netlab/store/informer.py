@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 CacheKey = tuple[str, str | None, str]  # kind, namespace, name
 
 
+def well_formed(obj: object) -> bool:
+    """Enough shape to cache an object; anything else in the store is skipped, not fatal."""
+    return (isinstance(obj, dict) and isinstance(obj.get("metadata"), dict)
+            and isinstance(obj["metadata"].get("name"), str))
+
+
 def cache_key(kind: str, obj: Obj) -> CacheKey:
     meta = obj.get("metadata", {})
     return kind, meta.get("namespace"), meta.get("name", "")
@@ -49,7 +55,10 @@ class Informer:
             items, revision_k = self.objects.list(kind)
             revision = max(revision, revision_k)
             for obj in items:
-                fresh[cache_key(kind, obj)] = obj
+                if well_formed(obj):
+                    fresh[cache_key(kind, obj)] = obj
+                else:
+                    log.warning("skipping a malformed %s in the store", kind)
         events = []
         for key, obj in fresh.items():
             old = self.cache.get(key)
@@ -65,14 +74,21 @@ class Informer:
         self.revision = revision
         return events
 
-    def _apply(self, events: list[ObjectEvent]) -> None:
+    def _apply(self, events: list[ObjectEvent]) -> list[ObjectEvent]:
+        """Update the cache; returns the events that were applied (malformed ones dropped)."""
+        applied = []
         for ev in events:
+            if not well_formed(ev.obj):
+                log.warning("skipping a malformed %s in the store", ev.kind)
+                continue
+            applied.append(ev)
             key = cache_key(ev.kind, ev.obj)
             if ev.type == "DELETED":
                 self.cache.pop(key, None)
             else:
                 self.cache[key] = ev.obj
             self.revision = max(self.revision, ev.revision)
+        return applied
 
     def run(self) -> None:
         """Loop until stop(); survives store errors by backing off and relisting."""
@@ -86,8 +102,9 @@ class Informer:
                     if self.stopping.is_set():
                         return
                     if batch:
-                        self._apply(batch)
-                        self.on_batch(batch)
+                        applied = self._apply(batch)
+                        if applied:
+                            self.on_batch(applied)
                     backoff = 0.2
             except CompactedError:
                 log.info("watch compacted; relisting")

@@ -39,10 +39,15 @@ class AlreadyExistsError(ConflictError):
     """An object with that name exists (the API server's 409 AlreadyExists)."""
 
 
-def _with_version(kv: KeyValue) -> Obj:
-    obj = kv.value
-    obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+def _stamp(obj: Any, revision: int) -> Any:
+    """Set metadata.resourceVersion where the value has the shape for it (bad values pass)."""
+    if isinstance(obj, dict) and isinstance(obj.setdefault("metadata", {}), dict):
+        obj["metadata"]["resourceVersion"] = str(revision)
     return obj
+
+
+def _with_version(kv: KeyValue) -> Obj:
+    return _stamp(kv.value, kv.mod_revision)
 
 
 def _stored(obj: Obj) -> Obj:
@@ -167,12 +172,10 @@ class Objects:
                 if info is None:
                     continue
                 if ev.type == "DELETE":
-                    obj = ev.prev_value or {}
-                    obj.setdefault("metadata", {})["resourceVersion"] = str(ev.revision)
+                    obj = _stamp(ev.prev_value or {}, ev.revision)
                     events.append(ObjectEvent("DELETED", info.kind, obj, ev.revision))
                 else:
-                    obj = ev.value or {}
-                    obj.setdefault("metadata", {})["resourceVersion"] = str(ev.revision)
+                    obj = _stamp(ev.value or {}, ev.revision)
                     kind = "ADDED" if ev.prev_value is None else "MODIFIED"
                     events.append(ObjectEvent(kind, info.kind, obj, ev.revision))
             yield events

@@ -210,3 +210,28 @@ def test_store_url_names_the_backend_endpoints_and_namespace():
     for bad in ("etcd://", "etcd://host-without-port", "redis://x:1"):
         with pytest.raises(StoreError):
             open_store(bad)
+
+
+def test_informer_skips_malformed_values_and_keeps_the_rest(tmp_path):
+    """A value with no usable metadata in the store never stops a component's watch."""
+    from netlab.store.informer import Informer
+    from netlab.store.objects import Objects
+
+    objects = Objects(open_store(f"sqlite://{tmp_path}/s.db"))
+    objects.store.put("/registry/services/specs/default/bad", {"metadata": "nope"})
+    seen: list[str] = []
+    informer = Informer(objects, ["Service"],
+                        lambda evs: seen.extend(e.obj["metadata"]["name"] for e in evs),
+                        poll_timeout=0.05)
+    thread = threading.Thread(target=informer.run, daemon=True)
+    thread.start()
+    assert informer.synced.wait(5)
+    objects.store.put("/registry/services/specs/default/worse", {"metadata": {"name": 3}})
+    objects.store.put("/registry/services/specs/default/good",
+                      {"kind": "Service", "metadata": {"name": "good", "namespace": "default"}})
+    deadline = time.monotonic() + 5
+    while "good" not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    informer.stop()
+    thread.join(5)
+    assert seen == ["good"]
