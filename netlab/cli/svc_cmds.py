@@ -32,7 +32,7 @@ def _lab(lab_name: str | None):  # type: ignore[no-untyped-def]
 
 def _console() -> Console:
     """A console as wide as the terminal, or wide enough not to wrap rules when piped."""
-    width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 200
+    width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 1000
     return Console(width=max(width, 100), soft_wrap=False, highlight=False)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from netlab.api.cluster import ClusterConfig
-from netlab.errors import LabFileError
+from netlab.errors import KernelError, LabFileError
 from netlab.lab.labfile import Lab, load_lab
 from netlab.lab.lifecycle import LabPlan, NodeSpec, StorePlan
 from netlab.lab.netns_machines import Underlay
+from netlab.proxy.modes import check_mode
 
 RESERVED_MACHINE_NAMES = ("ext", "underlay")
 
@@ -45,6 +46,10 @@ def plan_from_lab(lab: Lab, name: str | None = None) -> LabPlan:
         if node.name in RESERVED_MACHINE_NAMES:
             raise LabFileError(f"node name {node.name!r} is reserved for the lab's own "
                                "machines", file=source, field="nodes[].name")
+    try:
+        check_mode(lab.proxy.mode)
+    except KernelError as exc:
+        raise LabFileError(str(exc), file=source, field="proxy.mode") from None
     if lab.node_backend != "netns":
         raise LabFileError("nodeBackend vm is not available yet: use netns", file=source,
                            field="nodeBackend")

@@ -41,6 +41,15 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of pid (R, S, D, Z, ...), None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 @dataclass(frozen=True)
 class ProcessRecord:
     role: str
@@ -48,7 +57,9 @@ class ProcessRecord:
     start_time: int
 
     def alive(self) -> bool:
-        return process_start_time(self.pid) == self.start_time
+        """Running, and the same process (a zombie, or a reused pid, is not alive)."""
+        return (process_start_time(self.pid) == self.start_time
+                and process_state(self.pid) not in ("Z", "X", None))
 
 
 class StateDir:

@@ -43,6 +43,7 @@ class Informer:
         self.on_batch = on_batch
         self.poll_timeout = poll_timeout
         self.cache: dict[CacheKey, Obj] = {}
+        self._lock = threading.Lock()
         self.synced = threading.Event()
         self.stopping = threading.Event()
         self.revision = 0
@@ -70,7 +71,8 @@ class Informer:
         for key, obj in self.cache.items():
             if key not in fresh:
                 events.append(ObjectEvent("DELETED", key[0], obj, revision))
-        self.cache = fresh
+        with self._lock:
+            self.cache = fresh
         self.revision = revision
         return events
 
@@ -83,10 +85,11 @@ class Informer:
                 continue
             applied.append(ev)
             key = cache_key(ev.kind, ev.obj)
-            if ev.type == "DELETED":
-                self.cache.pop(key, None)
-            else:
-                self.cache[key] = ev.obj
+            with self._lock:
+                if ev.type == "DELETED":
+                    self.cache.pop(key, None)
+                else:
+                    self.cache[key] = ev.obj
             self.revision = max(self.revision, ev.revision)
         return applied
 
@@ -123,4 +126,7 @@ class Informer:
         self.stopping.set()
 
     def items(self, kind: str) -> list[Obj]:
-        return [obj for (k, _, _), obj in self.cache.items() if k == kind]
+        """The cached objects of a kind; safe from any thread (the cache is swapped, and
+        mutated only under the lock)."""
+        with self._lock:
+            return [obj for (k, _, _), obj in self.cache.items() if k == kind]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tests.unit.control_objects import deployment, node, open_objects, pod, stored_view
 
 from netlab.control.gc import ORPHAN_NODE_QUARANTINE, GarbageCollector, orphans
 from netlab.control.view import View, Writer
+from tests.unit.control_objects import deployment, node, open_objects, pod, stored_view
 
 
 def replicaset(owner: dict | None, name: str = "web-abc") -> dict:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import re
 
-from tests.unit.control_objects import deployment
-
 from netlab.control import deployments
 from netlab.control.deployments import REVISION, TEMPLATE_HASH_LABEL, plan, template_hash
 from netlab.control.meta import SAFE_ALPHABET
+from tests.unit.control_objects import deployment
 
 
 def apply(replicasets: list[dict], result: deployments.DeploymentPlan) -> list[dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.unit.control_objects import node, open_objects, pod, service, stored_view
 
 from netlab.control import apiserver, endpointslices
 from netlab.control.endpointslices import (
@@ -17,6 +16,7 @@ from netlab.control.endpointslices import (
 )
 from netlab.control.meta import SAFE_ALPHABET
 from netlab.control.view import Writer
+from tests.unit.control_objects import node, open_objects, pod, service, stored_view
 
 WEB = service("web", selector={"app": "web"}, labels={"team": "blue"},
               ports=[{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}])

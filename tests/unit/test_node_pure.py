@@ -25,8 +25,8 @@ def test_ipam_skips_network_gateway_and_broadcast(tmp_path):
 def test_ipam_allocations_are_files_that_survive_a_restart(tmp_path):
     first = HostLocalIPAM(str(tmp_path), "10.244.1.0/24")
     a = first.allocate("pod-a")
-    assert open(tmp_path / a.ip).read() == "pod-a\neth0"
-    assert open(tmp_path / "last_reserved_ip.0").read() == a.ip
+    assert (tmp_path / a.ip).read_text() == "pod-a\neth0"
+    assert (tmp_path / "last_reserved_ip.0").read_text() == a.ip
     again = HostLocalIPAM(str(tmp_path), "10.244.1.0/24")
     assert again.allocate("pod-a").ip == a.ip
     assert again.allocate("pod-b").ip == "10.244.1.3"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests.unit.control_objects import node, open_objects, stored_view
 
 from netlab.api.cluster import ClusterConfig
 from netlab.control import nodeipam
 from netlab.control.view import Writer
+from tests.unit.control_objects import node, open_objects, stored_view
 
 POD_CIDR = "10.244.0.0/16"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.unit.control_objects import node, open_objects, pod, stored_view
 
 from netlab.control import replicasets
 from netlab.control.meta import SAFE_ALPHABET
 from netlab.control.pods import request_pod_deletion
 from netlab.control.view import Writer
+from tests.unit.control_objects import node, open_objects, pod, stored_view
 
 
 def replicaset(name: str = "web-7c9d8b5f4d", replicas: int = 3) -> dict:

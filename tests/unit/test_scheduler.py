@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from tests.unit.control_objects import deployment, node, open_objects, pod, stored_view
 
 from netlab.control import scheduler
 from netlab.control.view import Writer
+from tests.unit.control_objects import deployment, node, open_objects, pod, stored_view
 
 CP = node("cp", "192.168.10.2", control_plane=True)
 W1 = node("w1", "192.168.10.3")

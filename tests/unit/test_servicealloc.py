@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from tests.unit.control_objects import open_objects, service
 
 from netlab.api.cluster import ClusterConfig
 from netlab.control import servicealloc
@@ -22,6 +21,7 @@ from netlab.control.servicealloc import (
     repair,
 )
 from netlab.errors import ManifestError
+from tests.unit.control_objects import open_objects, service
 
 CONFIG = ClusterConfig()
 
