@@ -1,12 +1,12 @@
 """Cluster DNS from inside pods (issue 4): what a pod's resolver gets back, over real packets.
 
 One lab serves the module. Queries leave the `client` pod (worker-1) for the
-kube-dns ClusterIP 10.96.0.10, cross kube-proxy's DNAT and the overlay, and are
-answered by the DNS server the runtime runs inside the two CoreDNS pods. Most
-tests run `dig` in the pod, as a learner would (`knetlab exec client -- dig web`);
-the timing tests ask with dnspython over a socket made in the pod's namespace, so
-they can poll every few milliseconds. Objects a test adds it removes; the lab's
-host footprint is checked at the end.
+kube-dns ClusterIP 10.96.0.10, cross kube-proxy's DNAT (and the overlay, for the DNS
+pod on another node), and are answered by the DNS server the runtime runs inside the
+two CoreDNS pods. Most tests run `dig` in the pod, as a learner would (`knetlab exec
+client -- dig +search web`); the timing tests ask with dnspython over a socket made in
+the pod's namespace, so they can poll every few milliseconds. Objects a test adds it
+removes; the lab's host footprint is checked at the end.
 """
 
 from __future__ import annotations
