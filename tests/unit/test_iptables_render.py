@@ -11,7 +11,8 @@ from netlab.proxy.changes import ChangeTracker
 from netlab.proxy.iptables.render import JUMP_RULES, NodeConfig, jump_rules, render
 from tests.unit.proxy_objects import endpoint, endpoint_slice, port, service, snapshot_of
 
-REFERENCE = Path("/work/shared/reference/kube-proxy.md")
+# shared/ sits beside the checkout (as in CI and on developer machines).
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "kube-proxy.md"
 NODE = NodeConfig("test-node", ("192.168.0.2", "192.168.1.2"), cluster_cidr="10.0.0.0/8")
 
 # kube-proxy.md §1.16 A, verbatim.

@@ -14,7 +14,8 @@ from netlab.proxy.nftables.rules_view import port_of_chain, rule_texts
 from tests.unit.proxy_objects import endpoint, endpoint_slice, port, service, snapshot_of
 from tests.unit.test_iptables_render import worked_example_objects
 
-REFERENCE = Path("/work/shared/reference/kube-proxy.md")
+# shared/ sits beside the checkout (as in CI and on developer machines).
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "kube-proxy.md"
 # The upstream tests' node: pod CIDR 10.0.0.0/8, services 172.30.0.0/16, NodePorts on
 # the primary IP only (nftables mode's default), mark 0x4000 (their fake proxier's).
 NODE = NodeConfig("test-node", ("192.168.0.2", "192.168.1.2"), cluster_cidr="10.0.0.0/8",
