@@ -17,11 +17,11 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from netlab.errors import KernelError
-from netlab.kernel import netns as netns_mod
+from netlab.kernel import commands
 from netlab.proxy.iptables.names import KUBE_PROXY_CANARY
 from netlab.proxy.iptables.render import CANARY_TABLES, JumpRule
 
@@ -93,25 +93,12 @@ class IptablesKernel:
             # host sync in parallel (their tables are independent).
             self._env["XTABLES_LOCKFILE"] = lock_file
 
-    @contextlib.contextmanager
-    def _inside(self) -> Iterator[None]:
-        if self.netns is None:
-            yield
-        else:
-            with netns_mod.entered(self.netns):
-                yield
+    def _inside(self) -> contextlib.AbstractContextManager[None]:
+        return commands.inside(self.netns)
 
     def _run(self, argv: Sequence[str], stdin: str | None = None,
              check: bool = True) -> subprocess.CompletedProcess[str]:
-        with self._inside():
-            try:
-                proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                                      env=self._env, check=False)
-            except OSError as exc:
-                raise KernelError(f"{argv[0]}: {exc.strerror}") from exc
-        if check and proc.returncode != 0:
-            raise KernelError(f"{' '.join(argv[:4])}: {proc.stderr.strip() or proc.returncode}")
-        return proc
+        return commands.run_in(self.netns, argv, stdin=stdin, env=self._env, check=check)
 
     def save(self, table: str | None = None) -> str:
         """iptables-save output of one table, or of every loaded table."""

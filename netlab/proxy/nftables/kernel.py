@@ -12,16 +12,15 @@ A `None` namespace means the namespace this process runs in (agents in a VM).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from netlab.errors import KernelError
-from netlab.kernel import netns as netns_mod
+from netlab.kernel import commands
 from netlab.proxy.nftables.names import CLUSTER_IPS, FAMILY, TABLE
 
 NFT = "nft"
@@ -44,25 +43,9 @@ class NftKernel:
             raise KernelError("empty network namespace name")
         self.netns = netns
 
-    @contextlib.contextmanager
-    def _inside(self) -> Iterator[None]:
-        if self.netns is None:
-            yield
-        else:
-            with netns_mod.entered(self.netns):
-                yield
-
     def _run(self, argv: Sequence[str], stdin: str | None = None,
              check: bool = True) -> subprocess.CompletedProcess[str]:
-        with self._inside():
-            try:
-                proc = subprocess.run([NFT, *argv], input=stdin, capture_output=True,
-                                      text=True, check=False)
-            except OSError as exc:
-                raise KernelError(f"{NFT}: {exc.strerror}") from exc
-        if check and proc.returncode != 0:
-            raise KernelError(f"nft {' '.join(argv)}: {proc.stderr.strip() or proc.returncode}")
-        return proc
+        return commands.run_in(self.netns, [NFT, *argv], stdin=stdin, check=check)
 
     def apply(self, transaction: str) -> None:
         """Apply one transaction atomically; on failure say which line the kernel refused."""
