@@ -105,10 +105,16 @@ def lab_info(plan: LabPlan) -> dict[str, Any]:
 
 
 def _record_host_dirs(state: StateDir) -> None:
-    if not os.path.isdir(podfiles.ETC_NETNS):
-        state.record("created-dir", path=podfiles.ETC_NETNS)
-    if not os.path.isdir(netns.NETNS_RUN_DIR):
-        state.record("created-dir", path=netns.NETNS_RUN_DIR)
+    """Record the host dirs this lab makes, or inherits from a running lab that made them.
+
+    Inheriting matters when labs overlap: the last one down removes the directory the
+    first one created, so the host ends as it was before either.
+    """
+    inherited = {rec["path"] for lab in running_labs() if lab != state.lab
+                 for rec in StateDir(lab).records("created-dir")}
+    for path in (podfiles.ETC_NETNS, netns.NETNS_RUN_DIR):
+        if not os.path.isdir(path) or path in inherited:
+            state.record("created-dir", path=path)
     netns.prepare_run_dir()
 
 

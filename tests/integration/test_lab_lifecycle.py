@@ -124,3 +124,16 @@ def test_cli_get_exec_apply_delete_round_trip(tmp_path):
                      what="solo to go")
         missing = knetlab("get", "pods", "nope", "--name", "t-cli")
         assert missing.returncode == 1 and 'pods "nope" not found' in missing.stderr
+
+
+def test_overlapping_labs_leave_the_host_as_before_whichever_goes_down_first():
+    before = HostState.capture()
+    first = start_lab(lab_data("t-first"))
+    try:
+        second = start_lab(lab_data("t-second"))
+        lifecycle.down(first.name)
+    finally:
+        if StateDir("t-first").exists():
+            lifecycle.down("t-first")
+    lifecycle.down(second.name)
+    assert HostState.capture().differences(before) == []
