@@ -92,3 +92,29 @@ def categorize_endpoints(endpoints: Sequence[Endpoint], svc: ServicePort,
     union = {ep.key: ep for ep in cluster}
     union.update((ep.key, ep) for ep in local)
     return Categorized(cluster, local, tuple(union[k] for k in sorted(union)), has_any)
+
+
+class PolicyChains(NamedTuple):
+    """Which chain each traffic policy sends to, and whether it has anything to send to.
+
+    Every mode decides this the same way (kube-proxy's syncProxyRules): a Local
+    policy uses the local-endpoints chain and needs local endpoints; Cluster uses
+    the cluster chain and needs any endpoint.
+    """
+
+    internal: str
+    has_internal: bool
+    external: str
+    has_external: bool
+
+
+def policy_chains(svc: ServicePort, categories: Categorized, has_endpoints: bool,
+                  cluster_chain: str, local_chain: str) -> PolicyChains:
+    def pick(local: bool) -> tuple[str, bool]:
+        if local:
+            return local_chain, has_endpoints and bool(categories.local)
+        return cluster_chain, has_endpoints
+
+    internal, has_internal = pick(svc.internal_policy_local)
+    external, has_external = pick(svc.external_policy_local)
+    return PolicyChains(internal, has_internal, external, has_external)

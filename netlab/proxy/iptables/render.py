@@ -34,7 +34,7 @@ from netlab.proxy.iptables.names import (
     KUBE_SERVICES,
 )
 from netlab.proxy.model import Endpoint, ServicePort
-from netlab.proxy.topology import Categorized, categorize_endpoints
+from netlab.proxy.topology import Categorized, categorize_endpoints, policy_chains
 
 LARGE_CLUSTER_ENDPOINTS = 1000  # above this, SEP and SVC->SEP comments are dropped
 
@@ -246,16 +246,8 @@ def draft(snapshot: Snapshot, node: NodeConfig, *, full: bool = True,
         uses_cluster = bool(cat.cluster) and svc.uses_cluster_endpoints
         uses_local = bool(cat.local) and svc.uses_local_endpoints
 
-        internal_chain = cluster_chain
-        has_internal = has_endpoints
-        if svc.internal_policy_local:
-            internal_chain = local_chain
-            has_internal = has_internal and bool(cat.local)
-        external_policy_chain = cluster_chain
-        has_external = has_endpoints
-        if svc.external_policy_local:
-            external_policy_chain = local_chain
-            has_external = has_external and bool(cat.local)
+        internal_chain, has_internal, external_policy_chain, has_external = policy_chains(
+            svc, cat, has_endpoints, cluster_chain, local_chain)
         uses_ext = has_endpoints and svc.externally_accessible
         lb_ips = svc.load_balancer_ips
         ranges = svc.load_balancer_source_ranges

@@ -35,7 +35,7 @@ from types import MappingProxyType
 
 from netlab.proxy.changes import Snapshot
 from netlab.proxy.nftables import names as n
-from netlab.proxy.topology import categorize_endpoints
+from netlab.proxy.topology import categorize_endpoints, policy_chains
 
 STALE_CHAIN_DELAY = 1.0  # seconds between flushing a stale chain and deleting it
 
@@ -347,16 +347,8 @@ def render(snapshot: Snapshot, node: NodeConfig, previous: TableState = TableSta
         if uses_local:
             _chain(out, active, local_chain, not skip)
         has_endpoints = cat.has_any
-        internal_chain = cluster_chain
-        has_internal = has_endpoints
-        if svc.internal_policy_local:
-            internal_chain = local_chain
-            has_internal = has_internal and bool(cat.local)
-        external_policy_chain = cluster_chain
-        has_external = has_endpoints
-        if svc.external_policy_local:
-            external_policy_chain = local_chain
-            has_external = has_external and bool(cat.local)
+        internal_chain, has_internal, external_policy_chain, has_external = policy_chains(
+            svc, cat, has_endpoints, cluster_chain, local_chain)
         # The external chain exists whenever there are endpoints anywhere: its
         # short-circuit rules for pod and node traffic need none locally.
         uses_ext = has_endpoints and svc.externally_accessible
