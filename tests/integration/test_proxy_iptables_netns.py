@@ -48,7 +48,7 @@ def sh(ns: str, *argv: str) -> str:
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
-def _veth(ns: str, name: str, peer_ns: str, peer: str) -> None:
+def veth(ns: str, name: str, peer_ns: str, peer: str) -> None:
     temporary = f"nltp{os.getpid() % 10000}"  # the peer's name may be taken in `ns`
     sh(ns, "ip", "link", "add", name, "type", "veth", "peer", "name", temporary)
     sh(ns, "ip", "link", "set", temporary, "netns", netns.path_of(peer_ns))
@@ -95,6 +95,36 @@ class PodServer:
             sock.close()
 
 
+def plumb_node(node: str, client: str, pods: dict[str, str], node_ip: str) -> None:
+    """The topology of the module docstring, in namespaces that already exist."""
+    sh(node, "ip", "link", "set", "lo", "up")
+    sh(node, "ip", "link", "add", "cni0", "type", "bridge")
+    sh(node, "ip", "addr", "add", "10.244.1.1/24", "dev", "cni0")
+    sh(node, "ip", "link", "set", "cni0", "up")
+    for i, (pod, ip) in enumerate(pods.items(), start=1):
+        veth(node, f"veth{i}", pod, "eth0")
+        sh(node, "ip", "link", "set", f"veth{i}", "master", "cni0", "up")
+        sh(node, "bridge", "link", "set", "dev", f"veth{i}", "hairpin", "on")
+        sh(pod, "ip", "link", "set", "lo", "up")
+        sh(pod, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh(pod, "ip", "link", "set", "eth0", "up")
+        sh(pod, "ip", "route", "add", "default", "via", "10.244.1.1")
+    veth(node, "eth0", client, "eth0")
+    sh(node, "ip", "addr", "add", f"{node_ip}/24", "dev", "eth0")
+    sh(node, "ip", "link", "set", "eth0", "up")
+    # Like any node, a default route (to a gateway that never answers): without
+    # one, a ClusterIP no rule catches is unroutable before it reaches FORWARD.
+    sh(node, "ip", "route", "add", "default", "via", "10.244.1.254")
+    sh(client, "ip", "link", "set", "lo", "up")
+    sh(client, "ip", "addr", "add", "192.168.10.100/24", "dev", "eth0")
+    sh(client, "ip", "link", "set", "eth0", "up")
+    sh(client, "ip", "route", "add", "10.96.0.0/12", "via", node_ip)
+    # What kubeadm's preflight asks of a node: forwarding and bridged traffic
+    # through iptables (so pod -> ClusterIP -> pod on the same bridge un-NATs).
+    sh(node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh(node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+
+
 @pytest.fixture(scope="module")
 def lab():
     created: list[str] = []
@@ -103,32 +133,7 @@ def lab():
         for ns in (NODE, CLIENT, *PODS):
             netns.create(ns)
             created.append(ns)
-        sh(NODE, "ip", "link", "set", "lo", "up")
-        sh(NODE, "ip", "link", "add", "cni0", "type", "bridge")
-        sh(NODE, "ip", "addr", "add", "10.244.1.1/24", "dev", "cni0")
-        sh(NODE, "ip", "link", "set", "cni0", "up")
-        for i, (pod, ip) in enumerate(PODS.items(), start=1):
-            _veth(NODE, f"veth{i}", pod, "eth0")
-            sh(NODE, "ip", "link", "set", f"veth{i}", "master", "cni0", "up")
-            sh(NODE, "bridge", "link", "set", "dev", f"veth{i}", "hairpin", "on")
-            sh(pod, "ip", "link", "set", "lo", "up")
-            sh(pod, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-            sh(pod, "ip", "link", "set", "eth0", "up")
-            sh(pod, "ip", "route", "add", "default", "via", "10.244.1.1")
-        _veth(NODE, "eth0", CLIENT, "eth0")
-        sh(NODE, "ip", "addr", "add", f"{NODE_IP}/24", "dev", "eth0")
-        sh(NODE, "ip", "link", "set", "eth0", "up")
-        # Like any node, a default route (to a gateway that never answers): without
-        # one, a ClusterIP no rule catches is unroutable before it reaches FORWARD.
-        sh(NODE, "ip", "route", "add", "default", "via", "10.244.1.254")
-        sh(CLIENT, "ip", "link", "set", "lo", "up")
-        sh(CLIENT, "ip", "addr", "add", "192.168.10.100/24", "dev", "eth0")
-        sh(CLIENT, "ip", "link", "set", "eth0", "up")
-        sh(CLIENT, "ip", "route", "add", "10.96.0.0/12", "via", NODE_IP)
-        # What kubeadm's preflight asks of a node: forwarding and bridged traffic
-        # through iptables (so pod -> ClusterIP -> pod on the same bridge un-NATs).
-        sh(NODE, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh(NODE, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+        plumb_node(NODE, CLIENT, PODS, NODE_IP)
         servers = [PodServer(pod) for pod in PODS]
         yield
     finally:
@@ -138,8 +143,10 @@ def lab():
             netns.delete(ns)
 
 
-def objects(endpoint_pods: list[str] | None = None) -> list[dict]:
-    ips = [PODS[p] for p in (endpoint_pods if endpoint_pods is not None else PODS)]
+def service_objects(pods: dict[str, str],
+                    endpoint_pods: list[str] | None = None) -> list[dict]:
+    """Services web (NodePort), dns (UDP), empty (no endpoints), self (one endpoint)."""
+    ips = [pods[p] for p in (endpoint_pods if endpoint_pods is not None else pods)]
     eps = [{"addresses": [ip], "conditions": {"ready": True, "serving": True,
                                               "terminating": False}, "nodeName": "node-a"}
            for ip in ips]
@@ -166,6 +173,10 @@ def objects(endpoint_pods: list[str] | None = None) -> list[dict]:
                                     "targetPort": 8080}]),
         slice_("self", eps[:1], [{"name": "http", "protocol": "TCP", "port": 8080}]),
     ]
+
+
+def objects(endpoint_pods: list[str] | None = None) -> list[dict]:
+    return service_objects(PODS, endpoint_pods)
 
 
 def new_proxier() -> Proxier:

@@ -32,7 +32,14 @@ from netlab.proxy.nftables.kernel import NftKernel
 from netlab.proxy.nftables.render import NodeConfig
 from netlab.proxy.proxier import Proxier
 from netlab.proxy.rules_view import read_rules
-from tests.integration.test_proxy_iptables_netns import PodServer, sh, tcp_ask, udp_ask
+from tests.integration.test_proxy_iptables_netns import (
+    PodServer,
+    plumb_node,
+    service_objects,
+    sh,
+    tcp_ask,
+    udp_ask,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -71,13 +78,6 @@ def _static_neighbours() -> None:
            "nud", "permanent")
 
 
-def _veth(ns: str, name: str, peer_ns: str, peer: str) -> None:
-    temporary = f"nltn{os.getpid() % 10000}"  # the peer's name may be taken in `ns`
-    sh(ns, "ip", "link", "add", name, "type", "veth", "peer", "name", temporary)
-    sh(ns, "ip", "link", "set", temporary, "netns", netns.path_of(peer_ns))
-    sh(peer_ns, "ip", "link", "set", temporary, "name", peer)
-
-
 @pytest.fixture(scope="module")
 def lab():
     created: list[str] = []
@@ -86,28 +86,7 @@ def lab():
         for ns in (NODE, CLIENT, *PODS):
             netns.create(ns)
             created.append(ns)
-        sh(NODE, "ip", "link", "set", "lo", "up")
-        sh(NODE, "ip", "link", "add", "cni0", "type", "bridge")
-        sh(NODE, "ip", "addr", "add", "10.244.1.1/24", "dev", "cni0")
-        sh(NODE, "ip", "link", "set", "cni0", "up")
-        for i, (pod, ip) in enumerate(PODS.items(), start=1):
-            _veth(NODE, f"veth{i}", pod, "eth0")
-            sh(NODE, "ip", "link", "set", f"veth{i}", "master", "cni0", "up")
-            sh(NODE, "bridge", "link", "set", "dev", f"veth{i}", "hairpin", "on")
-            sh(pod, "ip", "link", "set", "lo", "up")
-            sh(pod, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-            sh(pod, "ip", "link", "set", "eth0", "up")
-            sh(pod, "ip", "route", "add", "default", "via", "10.244.1.1")
-        _veth(NODE, "eth0", CLIENT, "eth0")
-        sh(NODE, "ip", "addr", "add", f"{NODE_IP}/24", "dev", "eth0")
-        sh(NODE, "ip", "link", "set", "eth0", "up")
-        sh(NODE, "ip", "route", "add", "default", "via", "10.244.1.254")
-        sh(CLIENT, "ip", "link", "set", "lo", "up")
-        sh(CLIENT, "ip", "addr", "add", "192.168.10.100/24", "dev", "eth0")
-        sh(CLIENT, "ip", "link", "set", "eth0", "up")
-        sh(CLIENT, "ip", "route", "add", "10.96.0.0/12", "via", NODE_IP)
-        sh(NODE, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh(NODE, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+        plumb_node(NODE, CLIENT, PODS, NODE_IP)
         sh(NODE, "iptables-legacy", *FLANNEL_MASQ)
         _static_neighbours()
         servers = [PodServer(pod) for pod in PODS]
@@ -120,33 +99,7 @@ def lab():
 
 
 def objects(endpoint_pods: list[str] | None = None) -> list[dict]:
-    ips = [PODS[p] for p in (endpoint_pods if endpoint_pods is not None else PODS)]
-    eps = [{"addresses": [ip], "conditions": {"ready": True, "serving": True,
-                                              "terminating": False}, "nodeName": "node-a"}
-           for ip in ips]
-
-    def svc(name: str, ip: str, ports: list[dict], svc_type: str = "ClusterIP") -> dict:
-        return {"kind": "Service", "metadata": {"namespace": "ns", "name": name},
-                "spec": {"type": svc_type, "clusterIP": ip, "clusterIPs": [ip], "ports": ports}}
-
-    def slice_(name: str, endpoints: list[dict], ports: list[dict]) -> dict:
-        return {"kind": "EndpointSlice", "addressType": "IPv4",
-                "metadata": {"namespace": "ns", "name": f"{name}-x",
-                             "labels": {"kubernetes.io/service-name": name}},
-                "endpoints": endpoints, "ports": ports}
-
-    return [
-        svc("web", "10.96.0.20", [{"name": "http", "protocol": "TCP", "port": 80,
-                                   "targetPort": 8080, "nodePort": 30080}], "NodePort"),
-        slice_("web", eps, [{"name": "http", "protocol": "TCP", "port": 8080}]),
-        svc("dns", "10.96.0.53", [{"name": "dns", "protocol": "UDP", "port": 53,
-                                   "targetPort": 5353}]),
-        slice_("dns", eps, [{"name": "dns", "protocol": "UDP", "port": 5353}]),
-        svc("empty", "10.96.0.99", [{"name": "http", "protocol": "TCP", "port": 80}]),
-        svc("self", "10.96.0.21", [{"name": "http", "protocol": "TCP", "port": 80,
-                                    "targetPort": 8080}]),
-        slice_("self", eps[:1], [{"name": "http", "protocol": "TCP", "port": 8080}]),
-    ]
+    return service_objects(PODS, endpoint_pods)
 
 
 def new_proxier() -> Proxier:
