@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -193,8 +193,12 @@ def _ipv4(value: Any, where: str) -> str:
     raise ManifestError(f"{value} is not IPv4", field=where)
 
 
-def _ipv4_list(values: Any, where: str) -> tuple[str, ...]:
-    """Valid IPv4 entries of a list; bad entries are logged and skipped, as kube-proxy does."""
+def _valid_entries(values: Any, where: str,
+                   parse: Callable[[Any, str], str | None]) -> tuple[str, ...]:
+    """Entries of a list that parse; bad ones are logged and skipped, as kube-proxy does.
+
+    parse returns None to leave an entry out quietly, or raises ManifestError.
+    """
     if values is None:
         return ()
     if not isinstance(values, list):
@@ -202,27 +206,30 @@ def _ipv4_list(values: Any, where: str) -> tuple[str, ...]:
     out: list[str] = []
     for i, value in enumerate(values):
         try:
-            out.append(_ipv4(value, f"{where}[{i}]"))
+            parsed = parse(value, f"{where}[{i}]")
         except ManifestError as exc:
             log.warning("ignoring %s", exc)
+            continue
+        if parsed is not None:
+            out.append(parsed)
     return tuple(out)
+
+
+def _ipv4_list(values: Any, where: str) -> tuple[str, ...]:
+    return _valid_entries(values, where, _ipv4)
+
+
+def _ipv4_cidr(value: Any, where: str) -> str | None:
+    """An IPv4 CIDR; IPv6 ones are left out (this proxier is IPv4-only)."""
+    try:
+        net = ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise ManifestError(f"{value!r} is not a CIDR", field=where) from None
+    return str(net) if net.version == 4 else None
 
 
 def _cidrs(values: Any, where: str) -> tuple[str, ...]:
-    if values is None:
-        return ()
-    if not isinstance(values, list):
-        raise ManifestError("must be a list", field=where)
-    out: list[str] = []
-    for i, value in enumerate(values):
-        try:
-            net = ipaddress.ip_network(str(value).strip(), strict=False)
-        except ValueError:
-            log.warning("ignoring %s[%d]: %r is not a CIDR", where, i, value)
-            continue
-        if net.version == 4:
-            out.append(str(net))
-    return tuple(out)
+    return _valid_entries(values, where, _ipv4_cidr)
 
 
 def _port_number(value: Any, where: str, *, allow_zero: bool = False) -> int:
