@@ -127,7 +127,10 @@ class PodManager:
             self._teardown(key)
         finishing = [p for p in mine.values() if p["metadata"].get("deletionTimestamp")]
         for pod in finishing:
-            self._teardown(pod_key(pod))
+            if pod_key(pod) in self.sandboxes:
+                self._teardown(pod_key(pod))
+            else:
+                self._release_untracked(pod)
         if finishing:
             self._remove_objects(finishing)
         started: list[tuple[Obj, PodSandbox]] = []
@@ -226,6 +229,19 @@ class PodManager:
         podfiles.remove_pod_files(sandbox.netns)
         self.ipam.release(sandbox.uid)
         log.info("pod %s torn down", key)
+
+    def _release_untracked(self, pod: Obj) -> None:
+        """CNI DEL for a sandbox this agent does not track: by its name, idempotently.
+
+        The object is removed right after, so nothing may stay behind it.
+        """
+        meta = pod["metadata"]
+        name = podfiles.pod_netns_name(self.config.lab, meta.get("namespace", "default"),
+                                       meta["name"])
+        self.on_teardown(pod_key(pod))
+        self.bridge.detach(name)
+        podfiles.remove_pod_files(name)
+        self.ipam.release(meta.get("uid", ""))
 
     def _remove_objects(self, pods: list[Obj]) -> None:
         """Finish graceful deletions: the object goes once its sandbox is gone."""
