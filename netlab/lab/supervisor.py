@@ -3,7 +3,8 @@
 One supervisor per lab, detached from the terminal that ran `knetlab up`. It runs
 the lab's own etcd if it has one (first, in the control-plane node), the control
 plane, and per node an agent and a runtime, each in the node's namespace, logging
-to the state dir. A process that exits is restarted with a
+to the state dir. The netlab components are forks of the supervisor, which imports
+their modules once (lab/forked.py). A process that exits is restarted with a
 back-off (so `kill` of an agent is a kubelet restart, not a dead node). SIGTERM
 stops the children and then the supervisor.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 from netlab.errors import StoreError
 from netlab.kernel import netns
+from netlab.lab.forked import ForkedProcess, fork_command, preload
 from netlab.lab.state import StateDir
 from netlab.store import etcd_server, open_store
 from netlab.store.objects import Objects
@@ -33,49 +35,56 @@ STORE_ROLE = "etcd"
 
 @dataclass
 class Child:
+    """One lab process: `command` (knetlab subcommand args, forked in `netns`) or `argv`."""
+
     role: str
-    argv: list[str]
-    proc: subprocess.Popen[bytes] | None = None
+    command: list[str] = field(default_factory=list)
+    netns: str | None = None
+    argv: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | ForkedProcess | None = None
     restarts: int = 0
     next_start: float = 0.0
     history: list[float] = field(default_factory=list)
 
 
-def component_argv(state: StateDir) -> list[tuple[str, list[str]]]:
-    """Every process of the lab: (role, argv)."""
+def components(state: StateDir) -> list[Child]:
+    """Every process of the lab: the store (exec'd) and the netlab components (forked)."""
     lab = state.read_lab()
-    base = [sys.executable, "-m", "netlab"]
     common = ["--state-dir", state.path]
     children = []
     member = (lab.get("store") or {}).get("member")
     if member:  # the lab's own etcd, in the control-plane node as kubeadm runs it
-        children.append((STORE_ROLE, ["nsenter", f"--net={netns.path_of(member['netns'])}",
-                                      *etcd_server.member_argv(lab["name"], state.etcd_data_dir,
-                                                               member["address"])]))
-    children.append(("control-plane", base + ["control-plane", *common]))
+        children.append(Child(STORE_ROLE, argv=[
+            "nsenter", f"--net={netns.path_of(member['netns'])}",
+            *etcd_server.member_argv(lab["name"], state.etcd_data_dir, member["address"])]))
+    children.append(Child("control-plane", ["control-plane", *common]))
     for node in lab["nodes"]:
-        # Started inside the node's namespace (nsenter), and each enters it again itself:
-        # a node component must never run in the host's namespace.
-        inside = ["nsenter", f"--net={netns.path_of(node['netns'])}", *base]
+        # Forked into the node's namespace, and each enters it again itself: a node
+        # component must never run in the host's namespace.
         node_args = [*common, "--node", node["name"], "--netns", node["netns"]]
-        children.append((f"agent-{node['name']}", inside + ["agent", *node_args,
-                                                            "--address", node["address"],
-                                                            "--role", node["role"]]))
-        children.append((f"runtime-{node['name']}", inside + ["runtime", *node_args]))
+        children.append(Child(f"agent-{node['name']}",
+                              ["agent", *node_args, "--address", node["address"],
+                               "--role", node["role"]], netns=node["netns"]))
+        children.append(Child(f"runtime-{node['name']}", ["runtime", *node_args],
+                              netns=node["netns"]))
     return children
 
 
 class Supervisor:
     def __init__(self, state: StateDir) -> None:
         self.state = state
-        self.children = [Child(role, argv) for role, argv in component_argv(state)]
+        self.children = components(state)
         self.stopping = False
 
     def _start(self, child: Child) -> None:
-        log_file = open(self.state.log_path(child.role), "ab")  # noqa: SIM115 (child owns it)
-        child.proc = subprocess.Popen(child.argv, stdout=log_file, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
-        log_file.close()
+        log_path = self.state.log_path(child.role)
+        if child.argv:
+            with open(log_path, "ab") as log_file:
+                child.proc = subprocess.Popen(child.argv, stdout=log_file,
+                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        else:
+            child.proc = fork_command(child.command, netns_name=child.netns, log_path=log_path,
+                                      role=child.role)
         self.state.record_process(child.role, child.proc.pid)
         log.info("started %s (pid %d)", child.role, child.proc.pid)
 
@@ -85,6 +94,7 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        preload()
         store = [c for c in self.children if c.role == STORE_ROLE]
         self._wait_for_nodes(store)
         while not self.stopping:
@@ -139,7 +149,7 @@ class Supervisor:
         for proc in running:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, TimeoutError):
                 proc.kill()
                 proc.wait()
 

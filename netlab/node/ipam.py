@@ -31,6 +31,21 @@ class Allocation:
     ifname: str
 
 
+def _overwrite(path: str, text: str) -> None:
+    """Replace a small file's content in place.
+
+    Not open(path, "w"): on ext4 (auto_da_alloc) truncating a file to zero and
+    rewriting it starts writeback on close, ~0.4 ms per pod here where /run is ext4.
+    """
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
 class HostLocalIPAM:
     """Allocate pod addresses from one subnet, persisting each allocation as a file."""
 
@@ -90,8 +105,7 @@ class HostLocalIPAM:
                      0o644)
         with os.fdopen(fd, "w") as f:
             f.write(f"{container_id}\n{ifname}")
-        with open(os.path.join(self.directory, LAST_RESERVED), "w") as f:
-            f.write(ip)
+        _overwrite(os.path.join(self.directory, LAST_RESERVED), ip)
         allocation = Allocation(ip, container_id, ifname)
         self._by_container[container_id] = allocation
         self._taken.add(ip)

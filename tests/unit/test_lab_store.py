@@ -10,7 +10,7 @@ from netlab.lab.labfile import Lab
 from netlab.lab.lifecycle import lab_info
 from netlab.lab.plan import plan_from_lab
 from netlab.lab.state import StateDir
-from netlab.lab.supervisor import component_argv
+from netlab.lab.supervisor import components
 from netlab.store.etcd_server import etcd_binary
 
 
@@ -51,7 +51,8 @@ def test_external_etcd_endpoints_are_used_as_given_by_every_process(tmp_path):
 @pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
 def test_supervisor_starts_the_labs_etcd_first_inside_the_control_plane_node(tmp_path):
     state = _state(tmp_path, {"backend": "etcd"})
-    role, argv = component_argv(state)[0]
+    first = components(state)[0]
+    role, argv = first.role, first.argv
     assert role == "etcd"
     assert argv[:2] == ["nsenter", "--net=/run/netns/nl-lab-control-plane"]
     assert argv[argv.index("--listen-client-urls") + 1] == "http://192.168.10.2:2379"
@@ -60,4 +61,4 @@ def test_supervisor_starts_the_labs_etcd_first_inside_the_control_plane_node(tmp
 
 def test_sqlite_lab_has_no_store_process(tmp_path):
     state = _state(tmp_path, {"backend": "sqlite"})
-    assert "etcd" not in [role for role, _ in component_argv(state)]
+    assert "etcd" not in [child.role for child in components(state)]
