@@ -31,7 +31,7 @@ Run as root from the repository (results go to results/, which git ignores):
 
 Labs are named bench<N> (never `default`); if a run dies, `knetlab clean --name
 bench<N>` removes what it left. A size is skipped when its pods would overflow the
-kernel's ARP table, which every namespace on the host shares (see neighbour_room).
+kernel's ARP table, which every namespace on the host shares (netlab/lab/capacity.py).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ import yaml
 
 from netlab.control.apply import apply_objects, bootstrap
 from netlab.lab import lifecycle
+from netlab.lab.capacity import neighbour_room, too_many_pods
 from netlab.lab.cleanup import clean
 from netlab.lab.labfile import lab_from_data
 from netlab.lab.lifecycle import LabPlan
@@ -64,7 +65,6 @@ from netlab.lab.state import StateDir
 REPO = Path(__file__).resolve().parent.parent
 FLOOR_PREFIX = "nlb-floor-"
 MAX_PODS_PER_SUBNET = 250
-NEIGHBOUR_MARGIN = 100  # nodes, underlay, and whatever else runs on the host
 
 
 # the lab ---------------------------------------------------------------------------------
@@ -206,30 +206,6 @@ def run_floor(plan: LabPlan, pods: int) -> dict[str, float]:
         delete_namespaces(script.namespaces)
     return {"setup_s": setup, "teardown_s": teardown,
             "ip_processes": len(script.batches) + 1}
-
-
-# host limits ---------------------------------------------------------------------------
-def neighbour_room() -> tuple[int, int]:
-    """(entries in use, gc_thresh3) of the kernel's ARP table, one for every namespace.
-
-    Each pod takes about two entries (its gateway in the pod, the pod on its node);
-    past gc_thresh3 the kernel drops new ones ("neighbor table overflow"), pods stop
-    answering their probes, and every lab on the host suffers with them.
-    """
-    with open("/proc/net/stat/arp_cache") as f:
-        entries = int(f.readlines()[1].split()[0], 16)
-    with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as f:
-        return entries, int(f.read())
-
-
-def too_big(pods: int) -> str | None:
-    entries, limit = neighbour_room()
-    if entries + 2 * pods + NEIGHBOUR_MARGIN <= limit:
-        return None
-    return (f"{pods} pods need about {2 * pods} ARP entries; the host's table (shared by "
-            f"every network namespace) has {entries} in use and holds "
-            f"net.ipv4.neigh.default.gc_thresh3={limit}: raise it to run this size")
-
 
 
 # up and down -----------------------------------------------------------------------------
@@ -384,7 +360,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_up needs root (network namespaces): run it with sudo")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    skipped = {n: reason for n in sizes if (reason := too_big(n))}
+    skipped = {n: reason for n in sizes if (reason := too_many_pods(n))}
     for n, reason in skipped.items():
         print(f"skipping {n}: {reason}", file=sys.stderr)
     baseline = measure(0, args.timeout, args.prefix)
