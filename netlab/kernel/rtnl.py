@@ -163,10 +163,12 @@ class Rtnl:
                       body + _attr(IFLA_LINKINFO, info))
 
     def set_link(self, index: int, *, up: bool | None = None, mtu: int | None = None,
-                 master: int | None = None) -> None:
+                 master: int | None = None, mac: str | None = None) -> None:
         body = _ifinfo(index, up)
         if mtu is not None:
             body += _u32(IFLA_MTU, mtu)
+        if mac is not None:
+            body += _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
         if master is not None:
             body += _u32(IFLA_MASTER, master)
         self._request(f"set link {index}", RTM_NEWLINK, 0, body)

@@ -52,7 +52,10 @@ class BridgeNetwork:
         """Create cni0 with the gateway address (isGateway), or adopt the existing one."""
         bridge = self.rtnl.link(BRIDGE) or self.rtnl.add_bridge(BRIDGE, self.mtu)
         self.bridge_index = bridge.index
-        self.rtnl.set_link(self.bridge_index, mtu=self.mtu, up=True)
+        # Set the bridge's MAC to itself, as the CNI bridge plugin does: a bridge whose
+        # MAC was never set takes its lowest port's, so the gateway MAC the pods have
+        # cached would change whenever a pod with a lower veth MAC came or went.
+        self.rtnl.set_link(self.bridge_index, mtu=self.mtu, up=True, mac=bridge.mac)
         # A restarted agent finds its gateway in place.
         self.rtnl.add_address(self.bridge_index, self.gateway, self.subnet.prefixlen,
                               exist_ok=True)

@@ -76,6 +76,23 @@ def test_pods_on_one_bridge_reach_each_other(node):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_gateway_mac_stays_put_when_a_port_with_a_lower_mac_comes_and_goes(node):
+    """cni0's MAC is set (as the CNI bridge plugin sets it), so the kernel never swaps it
+    for a port's: pods keep reaching their gateway by the MAC they have cached."""
+    name = node[0]
+
+    def cni0_mac() -> str:
+        return ip(name, "-br", "link", "show", "cni0").split()[2]
+
+    attach(node, "a", "uid-a", "10.244.7.2")
+    before = cni0_mac()
+    low = attach(node, "low", "uid-low", "10.244.7.3")
+    ip(name, "link", "set", low.host_veth, "address", "02:00:00:00:00:01")
+    assert cni0_mac() == before
+    netns.delete(low.netns)
+    assert cni0_mac() == before
+
+
 def test_attach_again_keeps_the_pod_and_completes_what_is_missing(node):
     """After an agent restart: the same veth and MAC, and a lost address comes back."""
     first = attach(node, "a", "uid-a", "10.244.7.2")
