@@ -5,17 +5,23 @@ One lab (3 nodes, the DNS addon's 2 CoreDNS pods, --services selector-less
 ClusterIP Services besides `kubernetes` and `kube-dns`). Two namespaces this
 script creates hang off the lab's underlay bridge, like two more machines:
 
-    nlt-dnsi-perf     192.168.10.201  runs dnsperf; routes each node's pod CIDR via
-                                      that node, the service range via worker-1
-    nlt-dnsi-dnsmasq  192.168.10.202  runs `dnsmasq --no-daemon --no-resolv --no-hosts
+    <lab>-perf     192.168.10.201  runs dnsperf; routes each node's pod CIDR via
+                                   that node, the service range via worker-1
+    <lab>-dnsmasq  192.168.10.202  runs `dnsmasq --no-daemon --no-resolv --no-hosts
                                       --addn-hosts=FILE`, FILE holding every Service's
                                       `<ClusterIP> <name>.<ns>.svc.cluster.local`
 
+The same dnsmasq also runs inside each DNS pod's namespace on port 5353, and a
+selector-less Service `dnsmasq-bench` (53/UDP -> 5353, an EndpointSlice naming both
+DNS pods) puts those two behind a ClusterIP: dnsmasq on exactly the network paths
+the lab's DNS is measured on, so the comparison can tell the server from the path.
+
 The query file is those same names, type A; before measuring, every name is asked
-of both servers and the answers compared. Targets, each measured --repeat times,
-interleaved: one DNS pod by its IP (one Python process), the kube-dns ClusterIP
-(kube-proxy's DNAT spreading dnsperf's sockets over both DNS pods, so two
-processes on two nodes), and dnsmasq (one C process). Per run:
+of every server and the answers compared. Targets, each measured --repeat times,
+interleaved: one DNS pod by its IP (one Python process); dnsmasq in that pod's
+namespace; the kube-dns ClusterIP (kube-proxy's DNAT spreading dnsperf's sockets
+over both DNS pods, so two processes on two nodes); dnsmasq behind its ClusterIP;
+dnsmasq on the underlay (one C process, one bridge hop from dnsperf). Per run:
 
     throughput  dnsperf -l DURATION -c CLIENTS -q OUTSTANDING -t 1, self-paced: QPS,
                 average latency at that load, lost queries; server CPU per query from
@@ -28,10 +34,13 @@ DNS programming latency, TRIALS times each: a Service applied -> its A record
 answered by every DNS pod; a headless Deployment scaled up by one -> the new pod's
 A record answered by every DNS pod.
 
+The goal (issue 4) is judged against dnsmasq on the underlay; the two same-path
+ratios are printed beside it.
+
     sudo .venv/bin/python scripts/bench_dns.py [--repeat 3] [--services 50] [--json FILE]
 
-The lab is named dn-bench; if a run dies, `knetlab clean --name dn-bench` and
-`ip netns del nlt-dnsi-perf; ip netns del nlt-dnsi-dnsmasq` remove what it left.
+The lab is named dn-bench (--name); if a run dies, `knetlab clean --name dn-bench` and
+`ip netns del dn-bench-perf; ip netns del dn-bench-dnsmasq` remove what it left.
 """
 
 from __future__ import annotations
@@ -64,13 +73,20 @@ from netlab.lab.netns_machines import UNDERLAY_BRIDGE
 from netlab.lab.session import RunningLab, start_lab
 
 LAB = "dn-bench"
-PERF_NS, DNSMASQ_NS = "nlt-dnsi-perf", "nlt-dnsi-dnsmasq"
+PERF_NS, DNSMASQ_NS = f"{LAB}-perf", f"{LAB}-dnsmasq"
 PERF_IP, DNSMASQ_IP = "192.168.10.201", "192.168.10.202"
 PREFIX = 24
 SERVICE_RANGE = "10.96.0.0/12"
 KUBE_DNS = "10.96.0.10"
 ZONE = "cluster.local"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+POD_DNSMASQ_PORT = 5353
+# Target labels; each dnsmasq copy in the DNS pods sits on its neighbour's network path.
+ONE_POD = "one DNS pod"
+POD_DNSMASQ = "dnsmasq in that DNS pod's namespace (:5353)"
+CLUSTER_IP = "kube-dns ClusterIP (2 DNS pods)"
+CLUSTER_IP_DNSMASQ = "dnsmasq behind a ClusterIP, in both DNS pods (:5353)"
+DNSMASQ = "dnsmasq"
 
 
 # -- the lab and the two extra machines ---------------------------------------------------
@@ -151,16 +167,26 @@ def machines(lab: RunningLab) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def dnsmasq(hosts: dict[str, str]) -> Iterator[int]:
-    """dnsmasq in its namespace serving `hosts` (name -> IP) with the lab's TTL; yields its pid."""
-    with tempfile.NamedTemporaryFile("w", prefix="nlt-dnsi-", suffix=".hosts",
+def hosts_file(hosts: dict[str, str]) -> Iterator[str]:
+    """A hosts file of `hosts` (name -> IP) for dnsmasq's --addn-hosts."""
+    with tempfile.NamedTemporaryFile("w", prefix=f"{LAB}-", suffix=".hosts",
                                      delete=False) as f:
         f.writelines(f"{ip} {name}\n" for name, ip in sorted(hosts.items()))
     os.chmod(f.name, 0o644)
+    try:
+        yield f.name
+    finally:
+        os.unlink(f.name)
+
+
+@contextlib.contextmanager
+def dnsmasq(hosts: str, namespace: str, address: str, port: int = 53) -> Iterator[int]:
+    """dnsmasq in `namespace` serving the hosts file with the lab's TTL; yields its pid."""
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", DNSMASQ_NS, "dnsmasq", "--no-daemon", "--no-resolv",
-         "--no-hosts", f"--addn-hosts={f.name}", "--conf-file=/dev/null", "--pid-file=",
-         f"--listen-address={DNSMASQ_IP}", "--bind-interfaces", "--local-ttl=30"],
+        ["ip", "netns", "exec", namespace, "dnsmasq", "--no-daemon", "--no-resolv",
+         "--no-hosts", f"--addn-hosts={hosts}", "--conf-file=/dev/null", "--pid-file=",
+         f"--listen-address={address}", f"--port={port}", "--bind-interfaces",
+         "--local-ttl=30"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
@@ -170,7 +196,22 @@ def dnsmasq(hosts: dict[str, str]) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(5)
-        os.unlink(f.name)
+
+
+def dnsmasq_service(dns_ips: list[str]) -> list[dict[str, Any]]:
+    """A ClusterIP Service whose endpoints are the dnsmasq copies in the DNS pods (:5353)."""
+    return [{"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "dnsmasq-bench", "namespace": "default"},
+             "spec": {"ports": [{"name": "dns", "port": 53, "targetPort": POD_DNSMASQ_PORT,
+                                 "protocol": "UDP"}]}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": "dnsmasq-bench-1", "namespace": "default",
+                          "labels": {"kubernetes.io/service-name": "dnsmasq-bench"}},
+             "addressType": "IPv4",
+             "endpoints": [{"addresses": [ip], "conditions": {"ready": True, "serving": True,
+                                                               "terminating": False}}
+                           for ip in dns_ips],
+             "ports": [{"name": "dns", "port": POD_DNSMASQ_PORT, "protocol": "UDP"}]}]
 
 
 # -- asking -------------------------------------------------------------------------------
@@ -181,11 +222,11 @@ def perf_socket() -> socket.socket:
     return sock
 
 
-def ask(server: str, name: str, timeout: float = 1.0) -> tuple[int, set[str]]:
+def ask(server: str, name: str, timeout: float = 1.0, port: int = 53) -> tuple[int, set[str]]:
     """(rcode, A addresses) from server, asked from the perf namespace."""
     query = dns.message.make_query(name, "A")
     with perf_socket() as sock:
-        reply = dns.query.udp(query, server, timeout=timeout, sock=sock)
+        reply = dns.query.udp(query, server, timeout=timeout, port=port, sock=sock)
     return reply.rcode(), {rr.address for rrset in reply.answer for rr in rrset}
 
 
@@ -211,10 +252,10 @@ def service_names(lab: RunningLab) -> dict[str, str]:
             if s["spec"].get("clusterIP") not in (None, "", "None")}
 
 
-def check_same_answers(names: dict[str, str], servers: list[str]) -> None:
+def check_same_answers(names: dict[str, str], servers: list[tuple[str, int]]) -> None:
     for name, ip in names.items():
-        for server in servers:
-            rcode, found = ask(server, name)
+        for server, port in servers:
+            rcode, found = ask(server, name, port=port)
             if rcode != dns.rcode.NOERROR or found != {ip}:
                 raise RuntimeError(f"{server} answers {name} with {dns.rcode.to_text(rcode)} "
                                    f"{sorted(found)}, expected {ip}")
@@ -231,6 +272,7 @@ class Run:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     split: list[float] = field(default_factory=list)  # share answered by each DNS pod
+    rcvbuf_errors: int = 0  # datagrams the server sockets' receive buffers had no room for
 
 
 @dataclass
@@ -238,7 +280,9 @@ class Target:
     label: str
     server: str
     pids: list[int]
+    port: int = 53
     pods: list[str] = field(default_factory=list)  # DNS pod IPs whose counters to read
+    netns: list[str] = field(default_factory=list)  # where the serving sockets live
     runs: list[Run] = field(default_factory=list)
 
 
@@ -251,6 +295,16 @@ def requests_total(pod_ip: str) -> float:
                if line.startswith("coredns_dns_requests_total{"))
 
 
+def rcvbuf_errors(namespaces: list[str]) -> int:
+    """UdpRcvbufErrors summed over namespaces (the kernel counts them per namespace)."""
+    total = 0
+    for name in namespaces:
+        with netns.entered(name), open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        total += int(rows[1][rows[0].index("RcvbufErrors")])
+    return total
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -260,8 +314,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def dnsperf(server: str, query_file: str, *args: str) -> str:
-    argv = ["ip", "netns", "exec", PERF_NS, "dnsperf", "-s", server, "-d", query_file, *args]
+def dnsperf(target: Target, query_file: str, *args: str) -> str:
+    argv = ["ip", "netns", "exec", PERF_NS, "dnsperf", "-s", target.server, "-p",
+            str(target.port), "-d", query_file, *args]
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
@@ -280,10 +335,12 @@ def percentile(values: list[float], pct: float) -> float:
 
 def measure(target: Target, query_file: str, args: argparse.Namespace) -> Run:
     counted = [requests_total(ip) for ip in target.pods]
+    dropped = rcvbuf_errors(target.netns)
     cpu_before = cpu_seconds(target.pids)
-    out = dnsperf(target.server, query_file, "-l", str(args.duration), "-c", str(args.clients),
+    out = dnsperf(target, query_file, "-l", str(args.duration), "-c", str(args.clients),
                   "-q", str(args.outstanding), "-t", "1")
     cpu = cpu_seconds(target.pids) - cpu_before
+    dropped = rcvbuf_errors(target.netns) - dropped
     answered = [requests_total(ip) - before for ip, before in
                 zip(target.pods, counted, strict=True)]
     completed = _number(r"Queries completed:\s+(\d+)", out)
@@ -291,8 +348,9 @@ def measure(target: Target, query_file: str, args: argparse.Namespace) -> Run:
               avg_ms=_number(r"Average Latency \(s\):\s+([\d.]+)", out) * 1000,
               lost=int(_number(r"Queries lost:\s+(\d+)", out)),
               cpu_us=cpu / completed * 1e6 if completed else None,
-              split=[n / sum(answered) for n in answered] if sum(answered) else [])
-    verbose = dnsperf(target.server, query_file, "-l", "5", "-c", str(args.clients),
+              split=[n / sum(answered) for n in answered] if sum(answered) else [],
+              rcvbuf_errors=dropped)
+    verbose = dnsperf(target, query_file, "-l", "5", "-c", str(args.clients),
                       "-Q", str(args.rate), "-t", "1", "-v")
     latencies = [float(line.split()[-1]) * 1000 for line in verbose.splitlines()
                  if line.startswith("> ")]
@@ -355,7 +413,8 @@ def median_run(runs: list[Run]) -> Run:
     cpus = [r.cpu_us for r in runs if r.cpu_us is not None]
     return Run(qps=med([r.qps for r in runs]), avg_ms=med([r.avg_ms for r in runs]),
                lost=int(med([r.lost for r in runs])), cpu_us=med(cpus) if cpus else None,
-               p50_ms=med([r.p50_ms for r in runs]), p99_ms=med([r.p99_ms for r in runs]))
+               p50_ms=med([r.p50_ms for r in runs]), p99_ms=med([r.p99_ms for r in runs]),
+               rcvbuf_errors=int(med([r.rcvbuf_errors for r in runs])))
 
 
 def report(targets: list[Target], programming: dict[str, list[float]],
@@ -365,8 +424,9 @@ def report(targets: list[Target], programming: dict[str, list[float]],
     print(f"dnsperf -l {args.duration} -c {args.clients} -q {args.outstanding} -t 1; "
           f"latency at -Q {args.rate}; median of {args.repeat} runs\n")
     print("| target | QPS | avg latency at max QPS | p50 / p99 at "
-          f"{args.rate} QPS | server CPU per query | lost | QPS of each run | pod split |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"{args.rate} QPS | server CPU per query | lost | receive buffer drops | "
+          "QPS of each run | pod split |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for target in targets:
         m = median_run(target.runs)
         cpu = f"{m.cpu_us:.0f} µs" if m.cpu_us is not None else "-"
@@ -374,18 +434,21 @@ def report(targets: list[Target], programming: dict[str, list[float]],
         split = "; ".join("/".join(f"{share:.0%}" for share in r.split)
                           for r in target.runs if r.split) or "-"
         print(f"| {target.label} | {m.qps:,.0f} | {m.avg_ms:.2f} ms | {m.p50_ms:.3f} / "
-              f"{m.p99_ms:.3f} ms | {cpu} | {m.lost} | {each} | {split} |")
+              f"{m.p99_ms:.3f} ms | {cpu} | {m.lost} | {m.rcvbuf_errors} | {each} | {split} |")
     print("\n| DNS programming latency | trials | median | p99 (nearest rank) | max |")
     print("| --- | --- | --- | --- | --- |")
     for label, values in programming.items():
         print(f"| {label} | {len(values)} | {statistics.median(values) * 1000:.0f} ms | "
               f"{percentile(values, 99) * 1000:.0f} ms | {max(values) * 1000:.0f} ms |")
     best = {t.label: median_run(t.runs).qps for t in targets}
-    floor = best["dnsmasq"]
-    for label in ("kube-dns ClusterIP (2 DNS pods)", "one DNS pod"):
+    floor = best[DNSMASQ]
+    for label in (CLUSTER_IP, ONE_POD):
         verdict = "met" if best[label] >= floor else "not met"
         print(f"goal (>= dnsmasq's QPS) via {label}: {verdict} "
               f"({best[label]:,.0f} vs {floor:,.0f}, {best[label] / floor:.2f}x)")
+    for ours, theirs in ((CLUSTER_IP, CLUSTER_IP_DNSMASQ), (ONE_POD, POD_DNSMASQ)):
+        print(f"same path: {ours} / {theirs}: {best[ours] / best[theirs]:.2f}x "
+              f"({best[ours]:,.0f} vs {best[theirs]:,.0f})")
     return {"machine": machine(), "loads": loads, "args": vars(args),
             "targets": {t.label: [asdict(r) for r in t.runs] for t in targets},
             "programming_seconds": programming}
@@ -395,6 +458,12 @@ def report(targets: list[Target], programming: dict[str, list[float]],
 
 def runtime_pid(lab: RunningLab, node: str) -> int:
     return next(p.pid for p in lab.state.processes() if p.role == f"runtime-{node}")
+
+
+def use_names(lab: str) -> None:
+    """Name the lab and the script's two namespaces after `lab`."""
+    global LAB, PERF_NS, DNSMASQ_NS
+    LAB, PERF_NS, DNSMASQ_NS = lab, f"{lab}-perf", f"{lab}-dnsmasq"
 
 
 def main() -> int:
@@ -407,7 +476,9 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=3000, help="dnsperf -Q of latency runs")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--name", default=LAB, help="lab name, and prefix of the two namespaces")
     args = parser.parse_args()
+    use_names(args.name)
     if os.geteuid() != 0:
         print("needs root (creates network namespaces)", file=sys.stderr)
         return 1
@@ -424,23 +495,40 @@ def main() -> int:
             names = service_names(lab)
             wait_until(lambda: all(ask(ip, n)[1] for ip in dns_ips for n in names), 60,
                        "every DNS pod to know every Service")
-            with tempfile.NamedTemporaryFile("w", prefix="nlt-dnsi-", suffix=".queries") as qf:
+            spaces = [lab.netns(f"kube-system/{p['metadata']['name']}") for p in dns_pods]
+            lab.apply(dnsmasq_service(dns_ips)[:1])
+            lab.objects.create(dnsmasq_service(dns_ips)[1])
+            dnsmasq_ip = lab.objects.get("Service", "default", "dnsmasq-bench")["spec"][
+                "clusterIP"]
+            with contextlib.ExitStack() as stack:
+                qf = stack.enter_context(tempfile.NamedTemporaryFile(
+                    "w", prefix=f"{LAB}-", suffix=".queries"))
                 qf.writelines(f"{name} A\n" for name in sorted(names))
                 qf.flush()
-                with dnsmasq(names) as dnsmasq_pid:
-                    check_same_answers(names, [*dns_ips, KUBE_DNS, DNSMASQ_IP])
-                    pids = [runtime_pid(lab, p["spec"]["nodeName"]) for p in dns_pods]
-                    targets = [Target("one DNS pod", dns_ips[0], pids[:1]),
-                               Target("kube-dns ClusterIP (2 DNS pods)", KUBE_DNS, pids,
-                                      dns_ips),
-                               Target("dnsmasq", DNSMASQ_IP, [dnsmasq_pid])]
-                    for round_ in range(args.repeat):
-                        for target in targets:
-                            target.runs.append(measure(target, qf.name, args))
-                            run = target.runs[-1]
-                            print(f"[dns] run {round_ + 1} {target.label}: {run.qps:,.0f} QPS, "
-                                  f"p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms, "
-                                  f"load {load()}", flush=True)
+                hosts = stack.enter_context(hosts_file(names))
+                dnsmasq_pid = stack.enter_context(dnsmasq(hosts, DNSMASQ_NS, DNSMASQ_IP))
+                in_pods = [stack.enter_context(dnsmasq(hosts, space, ip, POD_DNSMASQ_PORT))
+                           for space, ip in zip(spaces, dns_ips, strict=True)]
+                wait_until(lambda: ask(dnsmasq_ip, next(iter(names)), 0.2)[1] != set(), 30,
+                           "kube-proxy to program the dnsmasq-bench Service")
+                check_same_answers(names, [*((ip, 53) for ip in dns_ips), (KUBE_DNS, 53),
+                                           (DNSMASQ_IP, 53), (dnsmasq_ip, 53),
+                                           *((ip, POD_DNSMASQ_PORT) for ip in dns_ips)])
+                pids = [runtime_pid(lab, p["spec"]["nodeName"]) for p in dns_pods]
+                targets = [Target(ONE_POD, dns_ips[0], pids[:1], netns=spaces[:1]),
+                           Target(POD_DNSMASQ, dns_ips[0], in_pods[:1], POD_DNSMASQ_PORT,
+                                  netns=spaces[:1]),
+                           Target(CLUSTER_IP, KUBE_DNS, pids, pods=dns_ips, netns=spaces),
+                           Target(CLUSTER_IP_DNSMASQ, dnsmasq_ip, in_pods, netns=spaces),
+                           Target(DNSMASQ, DNSMASQ_IP, [dnsmasq_pid], netns=[DNSMASQ_NS])]
+                for round_ in range(args.repeat):
+                    for target in targets:
+                        target.runs.append(measure(target, qf.name, args))
+                        run = target.runs[-1]
+                        print(f"[dns] run {round_ + 1} {target.label}: {run.qps:,.0f} QPS, "
+                              f"p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms, "
+                              f"lost {run.lost}, rcvbuf drops {run.rcvbuf_errors}, "
+                              f"load {load()}", flush=True)
             programming = {
                 "Service applied -> A at both DNS pods":
                     service_programming(lab, dns_ips, args.trials),

@@ -2,8 +2,8 @@
 """Benchmark kube-proxy's modes side by side: sync time and first-packet latency.
 
 For each size (services x endpoints) and each mode this host can run
-(iptables, nftables; IPVS is reported as unavailable when the kernel lacks
-ip_vs), in namespaces this script creates and removes:
+(iptables, nftables, ipvs; IPVS is reported as unavailable when the kernel
+lacks ip_vs or dummy), in namespaces this script creates and removes:
 
     client 192.168.10.100 ── 192.168.10.2 node 10.250.0.1 ── 10.250.0.2 backend
 
@@ -24,10 +24,15 @@ the floor see the same load on a shared machine.
   without rules (the floor) are measured alongside.
 
     sudo python scripts/bench_modes.py [--sizes 100,1000,10000] [--endpoints 10]
-        [--connects 1000] [--repeat 3] [--plot docs/img/modes.png]
+        [--connects 1000] [--repeat 3] [--modes iptables,nftables,ipvs]
+        [--plot docs/img/modes.png] [--in-vm]
 
 Figures go to results/bench_modes-<time>.json; --plot draws them (needs
-matplotlib: `pip install 'kube-netlab[bench]'`).
+matplotlib: `pip install 'kube-netlab[bench]'`). `--in-vm` runs the same
+benchmark inside a guest of the VM tier (netlab.lab.vm: the distribution
+kernel, which has ip_vs), and copies its JSON back: the way to measure IPVS
+on a host kernel without it. Under TCG, guest figures compare only with each
+other, not with figures taken on the host.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ from netlab.proxy.backend import Backend
 from netlab.proxy.iptables.backend import IptablesBackend
 from netlab.proxy.iptables.kernel import IptablesKernel
 from netlab.proxy.iptables.render import NodeConfig as IptablesNode
+from netlab.proxy.ipvs import names as ipvs_names
+from netlab.proxy.ipvs.backend import IpvsBackend
+from netlab.proxy.ipvs.kernel import IpvsKernel
+from netlab.proxy.ipvs.render import NodeConfig as IpvsNode
 from netlab.proxy.nftables.backend import NftablesBackend
 from netlab.proxy.nftables.kernel import NftKernel
 from netlab.proxy.nftables.render import NodeConfig as NftNode
@@ -62,7 +71,7 @@ from netlab.proxy.proxier import Proxier, SyncReport
 NODE_IP = "192.168.10.2"
 CLIENT_IP = "192.168.10.100"
 PORT = 8080
-PROXY_MODES = ("iptables", "nftables")
+PROXY_MODES = ("iptables", "nftables", "ipvs")
 
 
 @dataclass
@@ -74,6 +83,7 @@ class ModeResult:
     warm_full_s: float | None = None
     partial_s: float | None = None
     transaction_mb: float | None = None
+    kernel_requests: int | None = None  # IPVS mode: netlink requests of the cold full sync
     connect_us_p50: float | None = None  # new connection to a ClusterIP
     connect_us_p99: float | None = None
     direct_us_p50: float | None = None  # to an endpoint IP through the same node: no Service,
@@ -144,7 +154,7 @@ class Lane:
     """
 
     def __init__(self, mode: str) -> None:
-        tag = {"none": "0", "iptables": "ipt", "nftables": "nft"}[mode]
+        tag = {"none": "0", "iptables": "ipt", "nftables": "nft", "ipvs": "ipvs"}[mode]
         self.mode = mode
         self.client, self.node, self.backend = (f"nlt-nft-b{tag}-{r}" for r in "cnb")
         self.lock_file = f"/tmp/{self.node}.xtables.lock"
@@ -188,13 +198,31 @@ class Lane:
             sh(self.node, "iptables-legacy", "-w", "5", "-t", table, "-F", env=self.env)
             sh(self.node, "iptables-legacy", "-w", "5", "-t", table, "-X", env=self.env)
         NftKernel(self.node).delete_table()
+        if self.mode == "ipvs":
+            self._empty_ipvs()
         sh(self.node, "conntrack", "-F")
+
+    def _empty_ipvs(self) -> None:
+        """Virtual servers, kube-ipvs0 and the ipsets go (after the rules that used them)."""
+        kernel = IpvsKernel(self.node)
+        try:
+            servers = [vs for vs, _ in kernel.service_stats()]
+            assert not kernel.ipvs.apply([kernel.ipvs.delete_service(vs) for vs in servers])
+            if kernel.dummy_index() is not None:
+                sh(self.node, "ip", "link", "del", ipvs_names.DUMMY_DEVICE)
+            assert not kernel.ipset.apply([kernel.ipset.destroy(info.name)
+                                           for info in ipvs_names.IPSETS])
+        finally:
+            kernel.close()
 
     def backend_for_mode(self) -> Backend:
         if self.mode == "iptables":
             return IptablesBackend(IptablesKernel(self.node, lock_file=self.lock_file),
                                    IptablesNode("node-0", (NODE_IP,),
                                                 cluster_cidr="10.244.0.0/16"))
+        if self.mode == "ipvs":
+            return IpvsBackend(IpvsKernel(self.node, lock_file=self.lock_file),
+                               IpvsNode("node-0", (NODE_IP,), cluster_cidr="10.244.0.0/16"))
         # kube-proxy's own rules: no counters (the lab's proxier adds them).
         return NftablesBackend(NftKernel(self.node),
                                NftNode("node-0", (NODE_IP,), cluster_cidr="10.244.0.0/16"))
@@ -256,11 +284,17 @@ def bench_sync(lane: Lane, size: int, endpoints: int, repeat: int) -> ModeResult
         lane.empty()
         if isinstance(backend, NftablesBackend):
             backend.state = TableState()  # it was deleted with the table
+        if isinstance(backend, IpvsBackend):
+            backend.state = backend.dummy = None  # they were deleted with the rest
         cold.append(proxier.sync(full=True))
     result.cold_full_s = best(cold, "cold_full")
-    last = getattr(backend, "last_render", None)
-    text = getattr(last, "text", None) or getattr(last, "payload", "")
-    result.transaction_mb = round(len(text) / 1e6, 2)
+    if isinstance(backend, IpvsBackend):  # netlink requests, not a text transaction
+        assert backend.last_plan is not None
+        result.kernel_requests = len(backend.last_plan)
+    else:
+        last = getattr(backend, "last_render", None)
+        text = getattr(last, "text", None) or getattr(last, "payload", "")
+        result.transaction_mb = round(len(text) / 1e6, 2)
     print(f"  [{mode} {size}] cold full sync {result.cold_full_s:.2f}s", flush=True)
     warm = [proxier.sync(full=True) for _ in range(runs)]
     result.warm_full_s = best(warm, "warm_full")
@@ -312,7 +346,8 @@ def plot(data: dict, path: str) -> None:
 
     rows = [r for r in data["results"] if r["cold_full_s"] is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"iptables": ("tab:orange", "o"), "nftables": ("tab:blue", "s")}
+    styles = {"iptables": ("tab:orange", "o"), "nftables": ("tab:blue", "s"),
+              "ipvs": ("tab:green", "^")}
     for mode, (color, marker) in styles.items():
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["services"])
         if not mine:
@@ -342,7 +377,8 @@ def plot(data: dict, path: str) -> None:
     ax2.set_title("First-packet latency (TCP connect to a ClusterIP)")
     ipvs = "; ipvs: not available on this kernel" if data.get("ipvs", "").startswith("not av") \
         else ""
-    fig.suptitle(f"kube-proxy modes, kernel {data['machine']['kernel']}, nft "
+    where = " (in a VM, TCG: compare only with each other)" if data.get("vm") else ""
+    fig.suptitle(f"kube-proxy modes{where}, kernel {data['machine']['kernel']}, nft "
                  f"{data['machine']['nft']}, {data['machine']['nproc']} CPUs shared "
                  f"(load {data['loadavg_start'][0]:.1f}){ipvs}", fontsize=9)
     fig.tight_layout()
@@ -360,9 +396,62 @@ def print_table(data: dict) -> None:
         print(f"{r['mode']:9} {r['services']:>8} {f(r['cold_full_s']):>11} "
               f"{f(r['warm_full_s']):>11} {f(r['partial_s']):>9} "
               f"{f(r['transaction_mb'], 1):>6} {f(r['connect_us_p50'], 1):>8} "
-              f"{f(r['connect_us_p99'], 1):>8} {f(r['direct_us_p50'], 1):>8}  {r['note']}")
+              f"{f(r['connect_us_p99'], 1):>8} {f(r['direct_us_p50'], 1):>8}  {r['note']}"
+              + (f" ({r['kernel_requests']} netlink requests)" if r.get("kernel_requests")
+                 else ""))
     for n, (p50, p99) in data["floor_connect_us"].items():
         print(f"no proxy rules, {n} services' addresses: connect p50 {p50}us p99 {p99}us")
+
+
+GUEST_MODULES = ("ip_vs", "ip_vs_rr", "dummy", "br_netfilter", "nf_conntrack", "ip_set",
+                 "xt_set", "xt_addrtype", "xt_statistic", "xt_comment", "nf_tables")
+
+
+def run_in_vm(argv: list[str], memory_mb: int, plot_path: str | None) -> int:
+    """This benchmark inside a guest (netlab.lab.vm), its JSON copied back to results/."""
+    import tempfile
+
+    from netlab.lab.vm import machine
+    from netlab.lab.vm.machine import VirtualMachine, VmConfig
+    from netlab.lab.vm.qemu import accel_from_env
+
+    if os.geteuid() != 0:
+        print("needs root (QEMU, namespaces)", file=sys.stderr)
+        return 1
+    reason = machine.preflight()
+    if reason:
+        print(f"no VM tier here: {reason}", file=sys.stderr)
+        return 1
+    run_dir = tempfile.mkdtemp(prefix="ipvs-bench-vm-")
+    guest = VirtualMachine(VmConfig(f"ipvs-bench-{os.getpid()}", run_dir, memory_mb=memory_mb,
+                                    die_with_parent=True))
+    try:
+        guest.boot(600)
+        guest.sh("modprobe -a " + " ".join(GUEST_MODULES), timeout=300)
+        inner = "/tmp/bench_modes-vm.json"
+        print(f"guest {guest.name} up in {guest.boot_seconds:.0f}s; running the benchmark",
+              flush=True)
+        result = guest.run(["python3", os.path.abspath(__file__), *argv, "--out", inner],
+                           timeout=6 * 3600, cwd=str(Path(__file__).resolve().parents[1]),
+                           log=sys.stdout.buffer)
+        if result.rc != 0:
+            print(f"the benchmark failed in the guest (exit {result.rc})", file=sys.stderr)
+            return result.rc or 1
+        data = json.loads(guest.run(["cat", inner], check=True).stdout)
+    finally:
+        guest.shutdown()
+        machine.cleanup(run_dir)
+    data["vm"] = {"accel": accel_from_env(), "memory_mb": memory_mb, "vcpus": 1,
+                  "host_kernel": platform.release(), "host_nproc": os.cpu_count()}
+    out = Path("results") / f"bench_modes-vm-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+    print(f"\nwrote {out}")
+    print_table(data)
+    if plot_path:
+        plot(data, plot_path)
+        print(f"plotted {plot_path}")
+    return 0
 
 
 def main() -> int:
@@ -374,7 +463,15 @@ def main() -> int:
     parser.add_argument("--modes", default="iptables,nftables,ipvs")
     parser.add_argument("--plot", default=None, help="draw the figures into this PNG")
     parser.add_argument("--replot", default=None, help="only plot an earlier JSON result")
+    parser.add_argument("--out", default=None, help="write the JSON here (default: results/)")
+    parser.add_argument("--in-vm", action="store_true",
+                        help="run inside a guest with a distribution kernel (for IPVS)")
+    parser.add_argument("--vm-memory", type=int, default=3072, help="guest memory, MiB")
     args = parser.parse_args()
+    if args.in_vm:
+        argv = ["--sizes", args.sizes, "--endpoints", str(args.endpoints), "--connects",
+                str(args.connects), "--repeat", str(args.repeat), "--modes", args.modes]
+        return run_in_vm(argv, args.vm_memory, args.plot)
     if args.replot:
         data = json.loads(Path(args.replot).read_text())
         plot(data, args.plot or "docs/img/modes.png")
@@ -396,9 +493,11 @@ def main() -> int:
     wanted = args.modes.split(",")
     if "ipvs" in wanted:
         missing = modes.ipvs_missing()
-        data["ipvs"] = ("not available on this kernel: lacks " + ", ".join(missing)) if missing \
-            else "not implemented"
-        print(f"ipvs: {data['ipvs']}")
+        if missing:
+            data["ipvs"] = "not available on this kernel: lacks " + ", ".join(missing)
+            print(f"ipvs: {data['ipvs']}")
+            wanted.remove("ipvs")
+            data["results_unavailable"] = ["ipvs"]
     proxy_modes = [m for m in wanted if m in PROXY_MODES]
     lanes = {mode: Lane(mode) for mode in ("none", *proxy_modes)}
     data["floor_connect_us"] = {}
@@ -415,7 +514,7 @@ def main() -> int:
             data["floor_connect_us"][size] = bench_latency(lanes, results, size, args.endpoints,
                                                            args.connects, rng)
             data["results"] += [asdict(r) for r in results.values()]
-            if "ipvs" in wanted:
+            if "ipvs" in data.get("results_unavailable", ()):
                 data["results"].append(asdict(ModeResult("ipvs", size, args.endpoints,
                                                          note=data["ipvs"])))
             for mode in proxy_modes:
@@ -424,7 +523,7 @@ def main() -> int:
         for lane in lanes.values():
             lane.close()
     data["loadavg_end"] = os.getloadavg()
-    out = Path("results") / f"bench_modes-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = Path(args.out or Path("results") / f"bench_modes-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(data, indent=2))
     print(f"\nwrote {out}")

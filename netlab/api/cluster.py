@@ -24,6 +24,7 @@ class ClusterConfig:
     vxlan_port: int = 8472
     underlay_mtu: int = 1500
     proxy_mode: str = "iptables"
+    ipvs_scheduler: str = "rr"  # proxy mode ipvs: kube-proxy's --ipvs-scheduler
     sync_period: float = 30.0
     min_sync_period: float = 1.0
     dns_enabled: bool = True

@@ -14,6 +14,7 @@ import time
 import click
 
 from netlab.cli import components
+from netlab.cli.remote import store_option
 from netlab.cli.render import structured, table
 from netlab.errors import NetlabError
 
@@ -61,6 +62,12 @@ def up(lab_file: str, lab_name: str | None, timeout: float) -> None:
     _root()
     started = time.monotonic()
     plan = plan_from_file(lab_file, lab_name)
+    from netlab.lab.capacity import pods_in, too_many_pods
+
+    crowded = too_many_pods(pods_in(plan.manifests, plan.config.dns_replicas
+                                    if plan.config.dns_enabled else 0))
+    if crowded:
+        click.secho(f"warning: {crowded}", fg="yellow", err=True)
     from netlab.control.apply import apply_objects, bootstrap
     from netlab.lab.lifecycle import up as lab_up
 
@@ -117,12 +124,9 @@ def status(lab_name: str | None) -> None:
 
 
 def _objects(lab_name: str | None):  # type: ignore[no-untyped-def]
-    from netlab.lab.lifecycle import find_lab
-    from netlab.store import open_store
-    from netlab.store.objects import Objects
+    from netlab.cli.remote import lab_objects  # a local lab, or a remote --store
 
-    state = find_lab(lab_name)
-    return state, Objects(open_store(state.store_url))
+    return lab_objects(lab_name)
 
 
 @main.command()
@@ -133,6 +137,7 @@ def _objects(lab_name: str | None):  # type: ignore[no-untyped-def]
 @click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json", "name"]))
 @click.option("-l", "--selector", default=None, help="label selector, e.g. app=web")
 @name_option
+@store_option
 def get(resource: str, names: tuple[str, ...], namespace: str, all_namespaces: bool,
         output: str | None, selector: str | None, lab_name: str | None) -> None:
     """Show objects like kubectl get (pods, nodes, namespaces, services, ...)."""
@@ -177,6 +182,7 @@ def _load(files: tuple[str, ...]):  # type: ignore[no-untyped-def]
 @main.command()
 @click.option("-f", "--filename", "files", multiple=True, required=True, type=click.Path())
 @name_option
+@store_option
 def apply(files: tuple[str, ...], lab_name: str | None) -> None:
     """Create or update objects from manifest files."""
     from netlab.control.apply import apply_objects
@@ -192,6 +198,7 @@ def apply(files: tuple[str, ...], lab_name: str | None) -> None:
 @click.argument("args", nargs=-1)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @name_option
+@store_option
 def delete(files: tuple[str, ...], args: tuple[str, ...], namespace: str,
            lab_name: str | None) -> None:
     """Delete objects named in files (-f) or as `RESOURCE NAME...`."""
@@ -219,11 +226,18 @@ def delete(files: tuple[str, ...], args: tuple[str, ...], namespace: str,
 def exec(target: str, command: tuple[str, ...], namespace: str, lab_name: str | None) -> None:
     """Run COMMAND in a pod (`[ns/]pod`), a node, or `ext`, like `ip netns exec`."""
     from netlab.lab.targets import resolve_target
+    from netlab.lab.vm.targets import guest_place
 
     _root()
     state, objects = _objects(lab_name)
-    netns_name = resolve_target(state, objects, target, namespace)
     argv = list(command[1:] if command and command[0] == "--" else command)
+    guest = guest_place(state, objects, target, namespace)  # a VM lab's node or pod
+    if guest is not None:
+        rc, out, err = guest.run(argv, timeout=3600)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        sys.exit(rc)
+    netns_name = resolve_target(state, objects, target, namespace)
     os.execvp("ip", ["ip", "netns", "exec", netns_name, *argv])
 
 
@@ -253,4 +267,14 @@ for command in trace_cmds.COMMANDS:
 from netlab.cli import svc_cmds  # noqa: E402 - proxy rules, describe
 
 for command in svc_cmds.COMMANDS:
+    main.add_command(command)
+
+from netlab.cli import check_cmds  # noqa: E402 - check svc
+
+for command in check_cmds.COMMANDS:
+    main.add_command(command)
+
+from netlab.cli import exercise_cmds  # noqa: E402 - exercise, restart
+
+for command in exercise_cmds.COMMANDS:
     main.add_command(command)

@@ -12,6 +12,9 @@ Chains appear in the order a packet meets them (rules_view sorts them), each
 rule with its position and packet/byte counters, so a learner can follow a
 connection and see which rule it took. The `-m comment` part is cut from each
 rule (the tree already says which Service it serves); `iptables-save` shows it.
+In IPVS mode a group is a virtual server (`ipvs TCP  10.96.0.1:443 rr`) with a
+row per real server, or an ipset with the members that serve the port; ipset
+members have no counters (`-`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from netlab.proxy.rules_view import Rule, RulesView
+from netlab.proxy.rules_view import IPSET_TABLE, Rule, RulesView
 
 _COMMENT = re.compile(r'\s*-m comment --comment ("[^"]*"|\S+)')
 
@@ -51,8 +54,9 @@ def _rules_table(rules: Iterable[Rule]) -> Table:
     table.add_column("bytes", justify="right")
     table.add_column("rule", overflow="fold")
     for rule in rules:
-        table.add_row(str(rule.position), str(rule.packets), human_bytes(rule.bytes),
-                      short_spec(rule))
+        counted = rule.table != IPSET_TABLE
+        table.add_row(str(rule.position), str(rule.packets) if counted else "-",
+                      human_bytes(rule.bytes) if counted else "-", short_spec(rule))
     return table
 
 

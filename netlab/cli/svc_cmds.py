@@ -1,7 +1,7 @@
 """Service commands: `knetlab proxy rules NODE` and `knetlab describe KIND [NAME...]`.
 
 `proxy rules` reads one node's kube-proxy rules with their packet counters
-(netlab.proxy.rules_view, or its nftables twin in nftables mode) and prints them
+(netlab.proxy.rules_view, or its nftables and IPVS twins) and prints them
 grouped by the Service they implement; `describe` prints objects in kubectl's
 describe layout (netlab/cli/describe.py). Both are thin: data comes from the
 proxy and store APIs a script can call the same way.
@@ -16,18 +16,16 @@ import sys
 import click
 from rich.console import Console
 
+from netlab.cli.remote import store_option
 from netlab.errors import NetlabError
 
 DESCRIBABLE = ("services", "pods", "nodes", "endpointslices")
 
 
 def _lab(lab_name: str | None):  # type: ignore[no-untyped-def]
-    from netlab.lab.lifecycle import find_lab
-    from netlab.store import open_store
-    from netlab.store.objects import Objects
+    from netlab.cli.remote import lab_objects  # a local lab, or describe's remote --store
 
-    state = find_lab(lab_name)
-    return state, Objects(open_store(state.store_url))
+    return lab_objects(lab_name)
 
 
 def _console() -> Console:
@@ -52,7 +50,7 @@ def rules(node: str, service: str | None, lab_name: str | None) -> None:
 
     if os.geteuid() != 0:
         raise NetlabError("knetlab needs root (network namespaces): run it with sudo")
-    state, _ = _lab(lab_name)
+    state, objects = _lab(lab_name)
     nodes = {n["name"]: n.get("netns") for n in state.read_lab()["nodes"]}
     if node not in nodes:
         raise NetlabError(f"no node {node!r} (nodes: {', '.join(nodes)})")
@@ -62,13 +60,11 @@ def rules(node: str, service: str | None, lab_name: str | None) -> None:
     mode = state.read_config().proxy_mode
     if service and "/" not in service:
         service = f"default/{service}"
-    if mode == "iptables":
-        from netlab.proxy.rules_view import read_rules as read
-    elif mode == "nftables":
-        from netlab.proxy.nftables.rules_view import read_nft_rules as read
-    else:
-        raise NetlabError(f"proxy rules reads iptables and nftables modes; this lab runs {mode}")
-    view = read(nodes[node], service=service)
+    from netlab.proxy.rules_view import read_rules
+
+    # IPVS keeps no names: the Services say which virtual server is whose.
+    services = objects.list("Service")[0] if mode == "ipvs" else ()
+    view = read_rules(nodes[node], service=service, mode=mode, services=services)
     if service and service not in view.services:
         click.echo(f"no kube-proxy rules for {service} on {node} (no such Service, or the "
                    "proxy ignores it: headless, service-proxy-name label, no ClusterIP)")
@@ -81,6 +77,7 @@ def rules(node: str, service: str | None, lab_name: str | None) -> None:
 @click.argument("names", nargs=-1)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--name", "lab_name", default=None, help="lab name (optional when one lab runs)")
+@store_option
 def describe(resource: str, names: tuple[str, ...], namespace: str,
              lab_name: str | None) -> None:
     """Show objects as kubectl describe does: svc, pod, node, endpointslice."""

@@ -50,11 +50,14 @@ def _running(lab_name: str | None):  # type: ignore[no-untyped-def]
 @click.option("--endpoint", default=None,
               help="--simulate: the endpoint a random rule should pick (IP[:PORT])")
 @click.option("--timeout", default=2.0, show_default=True, help="seconds to wait for an answer")
+@click.option("--size", type=click.IntRange(min=0), default=None,
+              help="probe payload in bytes (DF is set): finds MTU drops, e.g. --size 1472 "
+                   "makes a 1500-byte ICMP or UDP probe")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @name_option
 def trace(src: str, dst: str, port: str | None, proto: str | None, level: str, as_json: bool,
-          mode: str, pcap: str | None, endpoint: str | None, timeout: float, namespace: str,
-          lab_name: str | None) -> None:
+          mode: str, pcap: str | None, endpoint: str | None, timeout: float, size: int | None,
+          namespace: str, lab_name: str | None) -> None:
     """Follow one packet from SRC (pod, node, ext) to DST, hop by hop.
 
     DST: a pod, a Service (`[ns/]svc`), a ClusterIP or IP (`IP[:PORT]`), `NODE:NODEPORT`,
@@ -67,7 +70,7 @@ def trace(src: str, dst: str, port: str | None, proto: str | None, level: str, a
         raise NetlabError("--pcap needs a live trace (a simulation sends nothing)")
     lab = _running(lab_name)
     result = run_trace(lab, src, dst, namespace=namespace, port=port, proto=proto, mode=mode,
-                       endpoint=endpoint, timeout=timeout, pcap=pcap)
+                       endpoint=endpoint, timeout=timeout, pcap=pcap, size=size)
     click.echo(render(result, "json" if as_json else level))
     if pcap:
         click.echo(f"wrote {pcap}", err=True)

@@ -13,7 +13,7 @@ pods in one process) never collide in the global registry.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dns.rcode
 import dns.rdatatype
@@ -86,6 +86,7 @@ class DnsMetrics:
         self.response_sizes: dict[str, _Histogram] = {}
         self.bad_packets: dict[str, int] = {}
         self.panics = 0
+        self._flushers: list[Callable[[], None]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -108,8 +109,17 @@ class DnsMetrics:
             hist = self._durations[qtype] = [0] * (len(TIME_BUCKETS) + 1) + [0.0]
         return hist
 
+    def add_flusher(self, flush: Callable[[], None]) -> None:
+        """Have `flush` called before counts are read: it adds counts kept elsewhere to `raw`.
+
+        For counters kept beside cached replies (one integer per hit) instead of here.
+        """
+        self._flushers.append(flush)
+
     def fold(self) -> None:
         """Move raw counts into the per-family aggregates (in place: holders keep `raw`)."""
+        for flush in self._flushers:
+            flush()
         raw = list(self.raw.items())
         self.raw.clear()
         for (proto, family, qtype, rcode, plugin, req, resp), n in raw:

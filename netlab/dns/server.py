@@ -4,10 +4,10 @@ It serves pre-made sockets, so a node agent can open them inside a pod's network
 namespace (netlab.kernel.netns.socket_in) and hand them over; `open_listeners`
 makes them, taking a socket factory for exactly that.
 
-UDP reads are drained in a loop per readiness event rather than one datagram per
-event (what asyncio's datagram transport does): under load one epoll wakeup then
-serves a hundred queries or more. Everything runs on one asyncio loop, so the
-index, the answer cache and the counters need no locks. TCP follows RFC 7766:
+UDP is served in batches from the loop's reader callback (netlab.dns.udp: recvmmsg
+and sendmmsg, replies cached as wire bytes): under load one epoll wakeup serves
+hundreds of queries. Everything runs on one asyncio loop, so the index, the answer
+caches and the counters need no locks. TCP follows RFC 7766:
 2-byte length framing, pipelined queries answered as they complete, idle
 connections closed after a timeout, and reading paused while the client is not
 reading its answers.
@@ -29,6 +29,7 @@ from netlab.dns.metrics import DnsMetrics
 from netlab.dns.probes import health_routes, metrics_routes, ready_routes, serve_http
 from netlab.dns.records import RecordIndex
 from netlab.dns.resolver import Resolver, ResolverConfig
+from netlab.dns.udp import UdpEndpoint
 from netlab.dns.wire import Pending, Responder
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ DNS_PORT = 53
 METRICS_PORT = 9153
 HEALTH_PORT = 8080
 READY_PORT = 8181
-UDP_BATCH = 256          # datagrams handled per readiness event before yielding
 TCP_IDLE_TIMEOUT = 10.0  # seconds a TCP connection may sit without a query
 TCP_BACKLOG = 1024
 
@@ -142,7 +142,7 @@ class DnsServer:
                                    can_forward=self.forwarder is not None)
         self.tcp_idle_timeout = tcp_idle_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._udp: list[_UdpEndpoint] = []
+        self._udp: list[UdpEndpoint] = []
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: set[_TcpConnection] = set()
@@ -177,7 +177,7 @@ class DnsServer:
             port = (listeners.udp or listeners.tcp)[0].getsockname()[1]
             self.metrics.server = f"dns://:{port}"
         for sock in listeners.udp:
-            endpoint = _UdpEndpoint(self, sock)
+            endpoint = UdpEndpoint(sock, self.responder, self.index, self.metrics, self.complete)
             self._loop.add_reader(sock.fileno(), endpoint.on_readable)
             self._udp.append(endpoint)
         for sock in listeners.tcp:
@@ -230,42 +230,6 @@ class DnsServer:
         task = self._loop.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-class _UdpEndpoint:
-    """One UDP socket, drained in batches from the event loop's reader callback."""
-
-    def __init__(self, server: DnsServer, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self.server = server
-        self.sock = sock
-        self.family = "2" if sock.family == socket.AF_INET6 else "1"
-        self._buffer = bytearray(65535)
-        self._view = memoryview(self._buffer)
-
-    def on_readable(self) -> None:
-        sock, view, handle = self.sock, self._view, self.server.responder.handle
-        family = self.family
-        for _ in range(UDP_BATCH):
-            try:
-                size, addr = sock.recvfrom_into(self._buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # e.g. a queued ICMP error; the socket itself is fine
-                continue
-            reply = handle(bytes(view[:size]), "udp", family)
-            if reply is None:
-                continue
-            if isinstance(reply, Pending):
-                self.server.complete(reply, lambda data, addr=addr: self._send(data, addr))
-                continue
-            self._send(reply, addr)
-
-    def _send(self, reply: bytes, addr: Any) -> None:
-        try:
-            self.sock.sendto(reply, addr)
-        except OSError:  # full send buffer or gone peer: UDP may drop, the client retries
-            self.server.metrics.bad_packet("send_failed")
 
 
 class _TcpConnection(asyncio.Protocol):

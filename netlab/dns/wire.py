@@ -78,7 +78,7 @@ class Pending:
 
 
 @dataclass(frozen=True)
-class _Cached:
+class CachedAnswer:
     """Rendered sections for one question, plus the header bytes each RD/CD combination needs."""
 
     answer: Answer
@@ -155,7 +155,7 @@ class Responder:
         self._raw = self.metrics.raw
         self.can_forward = can_forward
         self.cache_size = cache_size
-        self._cache: dict[bytes, _Cached] = {}
+        self._cache: dict[bytes, CachedAnswer] = {}
         # Option-less OPT records seen (11 bytes -> parsed), so the hot path skips parsing.
         self._bare_opts: dict[bytes, Edns] = {}
         self._version = -1
@@ -165,6 +165,16 @@ class Responder:
 
         Never raises: a failure inside is counted as a panic and answered SERVFAIL,
         as CoreDNS's recover does.
+        """
+        return self.resolve(data, proto, family)[0]
+
+    def resolve(self, data: bytes, proto: str = "udp", family: str = "1"
+                ) -> tuple[bytes | Pending | None, CachedAnswer | None]:
+        """`handle`, plus the cached answer the reply was made from, if any.
+
+        With one, the reply is a function of `data[2:]` and `proto` until the index
+        changes (its ID is data[:2]), so a caller may keep the reply's bytes for equal
+        queries and count them under that answer's labels.
         """
         started = time.perf_counter()
         try:
@@ -202,34 +212,35 @@ class Responder:
                         raw[key] = raw.get(key, 0) + 1
                         if len(raw) > DnsMetrics.FOLD_AT:
                             self.metrics.fold()
-                        return reply
+                        return reply, cached
             return self._handle(data, proto, family, started)
         except Exception:
             log.exception("DNS handler failed on a %d-byte packet", len(data))
             self.metrics.panic()
-            return _header_only(data, dns.rcode.SERVFAIL) if len(data) >= 12 else None
+            return (_header_only(data, dns.rcode.SERVFAIL) if len(data) >= 12 else None), None
 
     def _handle(self, data: bytes, proto: str, family: str, started: float
-                ) -> bytes | Pending | None:
+                ) -> tuple[bytes | Pending | None, CachedAnswer | None]:
         size = len(data)
         if size < 12:
             self.metrics.bad_packet("short_header")
-            return None
+            return None, None
         if data[2] & 0x80:
             self.metrics.bad_packet("response_bit")
-            return None
+            return None, None
         if self._version != self.resolver.version:
             self._cache.clear()
             self._version = self.resolver.version
         if not data[2] & 0x78 and data[4:10] == _HEAD_QUERY_ONE:
-            reply = self._fast(data, proto, family, started)
-            if reply is not None:
-                return reply
-        return self._slow(data, proto, family, started)
+            found = self._fast(data, proto, family, started)
+            if found is not None:
+                return found
+        return self._slow(data, proto, family, started), None
 
     # -- fast path --------------------------------------------------------------
 
-    def _fast(self, data: bytes, proto: str, family: str, started: float) -> bytes | None:
+    def _fast(self, data: bytes, proto: str, family: str, started: float
+              ) -> tuple[bytes, CachedAnswer] | None:
         arcount = data[10:12]
         if arcount == b"\x00\x00":
             qend, edns = len(data), None
@@ -270,9 +281,9 @@ class Responder:
                            edns=edns)
         self.metrics.observe(proto, family, cached.qtype, cached.rcode, cached.plugin,
                              len(data), len(reply), time.perf_counter() - started)
-        return reply
+        return reply, cached
 
-    def _fill(self, data: bytes, qend: int, key: bytes) -> _Cached | None:
+    def _fill(self, data: bytes, qend: int, key: bytes) -> CachedAnswer | None:
         """Resolve an uncached question and cache its rendered sections; None if not cacheable."""
         if _name_end(data, 12) != qend - 4:
             return None
@@ -289,7 +300,7 @@ class Responder:
             rd_cd = bytes((flags[0] | (variant & 1), flags[1] | ((variant & 2) << 3)))
             heads.append(rd_cd + counts)
             heads_opt.append(rd_cd + with_opt)
-        cached = _Cached(answer, wire[12 + len(key):], tuple(heads), tuple(heads_opt),
+        cached = CachedAnswer(answer, wire[12 + len(key):], tuple(heads), tuple(heads_opt),
                          type_label(qtype), rcode_label(answer.rcode), answer.plugin,
                          self.metrics.duration_histogram(type_label(qtype)))
         if len(self._cache) >= self.cache_size:

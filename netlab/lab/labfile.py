@@ -39,6 +39,7 @@ from netlab.api.objects import LoadedObject, check_unique, load_manifests
 from netlab.api.validation import Checker, show
 from netlab.api.yamlsrc import Document, FieldPath, format_path, load_documents
 from netlab.errors import LabFileError
+from netlab.proxy.ipvs.names import SCHEDULERS
 
 LAB_NAME_MAX = 12
 NODE_NAME_MAX = 15
@@ -218,10 +219,17 @@ class Network(_Model):
         "cluster.local", alias="clusterDomain")
 
 
+class IpvsProxy(_Model):
+    """KubeProxyConfiguration's `ipvs:` section: the scheduler every virtual server uses."""
+
+    scheduler: Literal[SCHEDULERS] = "rr"  # type: ignore[valid-type]
+
+
 class Proxy(_Model):
     mode: Literal["iptables", "ipvs", "nftables"] = "iptables"
     sync_period: Duration = Field(30.0, alias="syncPeriod")
     min_sync_period: Duration = Field(1.0, alias="minSyncPeriod")
+    ipvs: IpvsProxy = Field(default_factory=IpvsProxy)
 
 
 class Dns(_Model):

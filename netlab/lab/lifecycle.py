@@ -26,7 +26,7 @@ from netlab.lab.state import ProcessRecord, StateDir, running_labs
 from netlab.lab.supervisor import spawn_supervisor
 from netlab.node import podfiles
 from netlab.node.agent import node_object
-from netlab.store import etcd_server, etcd_url, open_store
+from netlab.store import clusterconfig, etcd_server, etcd_url, open_store
 from netlab.store.informer import Informer
 from netlab.store.objects import ObjectEvent, Objects
 
@@ -67,6 +67,8 @@ class LabPlan:
     manifests: tuple[dict[str, Any], ...]  # validated objects, in apply order
     source: str = ""
     store: StorePlan = StorePlan()
+    node_backend: str = "netns"  # or "vm": each node a guest (netlab/lab/vm/nodes.py)
+    guest_lab: dict[str, Any] | None = None  # vm: the lab file the guests' control plane reads
 
 
 def store_info(plan: LabPlan) -> dict[str, Any]:
@@ -78,6 +80,11 @@ def store_info(plan: LabPlan) -> dict[str, Any]:
     sockets in the control-plane namespace (`?netns=`), the nodes dial over the
     underlay, as kubelets reach a kubeadm control plane.
     """
+    if plan.node_backend == "vm":  # etcd runs in the control-plane guest (scripts/provision)
+        control = next(n for n in plan.nodes if n.role == "control-plane")
+        endpoint = f"{control.address}:{etcd_server.CLIENT_PORT}"
+        return {"backend": "etcd", "node_url": etcd_url([endpoint]),
+                "url": etcd_url([endpoint], netns=machine_netns(plan.name, "underlay"))}
     if plan.store.backend != "etcd":
         return {"backend": "sqlite"}
     if plan.store.endpoints:
@@ -96,7 +103,9 @@ def lab_info(plan: LabPlan) -> dict[str, Any]:
     return {
         "name": plan.name, "source": plan.source,
         "nodes": [{"name": n.name, "role": n.role, "address": n.address,
-                   "netns": machine_netns(plan.name, n.name)} for n in plan.nodes],
+                   "netns": machine_netns(plan.name, n.name)}
+                  | ({"vm": os.path.join(StateDir(plan.name).path, "vms", n.name)}
+                     if plan.node_backend == "vm" else {}) for n in plan.nodes],
         "ext": {"address": plan.ext_address, "netns": machine_netns(plan.name, "ext")},
         "underlay": {"cidr": plan.underlay.cidr, "gateway": plan.underlay.gateway,
                      "mtu": plan.underlay.mtu},
@@ -130,20 +139,28 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
     try:
         state.write_config(plan.config, lab_info(plan))
         _record_host_dirs(state)
-        machines = NetnsMachines(state, plan.underlay)
-        report("machines", 0, len(plan.nodes) + 1)
-        machines.create_underlay()
-        for i, node in enumerate(plan.nodes):
-            machines.create_machine(node.name, node.address, i + 1)
-            report("machines", i + 1, len(plan.nodes) + 1)
-        machines.create_machine("ext", plan.ext_address, len(plan.nodes) + 1)
-        report("machines", len(plan.nodes) + 1, len(plan.nodes) + 1)
-        # The supervisor starts the store (a lab's own etcd) and waits for the nodes to
-        # be registered before it starts the control plane and the agents.
-        spawn_supervisor(state)
+        if plan.node_backend == "vm":
+            from netlab.lab.vm.nodes import VmNodes, check_checkout
+
+            check_checkout()
+            guests = VmNodes(state, plan)
+            guests.boot(report, timeout)
+            # kubeadm init first: etcd, the control plane and its own agent; provision
+            # returns once that node has joined.
+            guests.provision_all([n.name for n in plan.nodes if n.role == "control-plane"])
+        else:
+            _create_netns_machines(state, plan, report)
+            # The supervisor starts the store (a lab's own etcd) and waits for the nodes to
+            # be registered before it starts the control plane and the agents.
+            spawn_supervisor(state)
         objects = Objects(open_store(state.store_url))
         wait_store(objects, state, timeout)
-        register_nodes(objects, plan.nodes)
+        # As a machine's control plane does: `--store` clients need nothing else.
+        clusterconfig.publish(objects.store, plan.config)
+        registered = {n["metadata"]["name"] for n in objects.list("Node")[0]}
+        register_nodes(objects, tuple(n for n in plan.nodes if n.name not in registered))
+        if plan.node_backend == "vm":  # kubeadm join, on every other node at once
+            guests.provision_all([n.name for n in plan.nodes if n.name not in registered])
         # As `kubectl apply` right after `kubeadm join`: the control plane schedules
         # while the agents still start, and each agent finds its pods waiting.
         apply(objects, list(plan.manifests))
@@ -157,6 +174,17 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
         cleanup.clean(state)
         raise
     return state
+
+
+def _create_netns_machines(state: StateDir, plan: LabPlan, report: Progress) -> None:
+    machines = NetnsMachines(state, plan.underlay)
+    report("machines", 0, len(plan.nodes) + 1)
+    machines.create_underlay()
+    for i, node in enumerate(plan.nodes):
+        machines.create_machine(node.name, node.address, i + 1)
+        report("machines", i + 1, len(plan.nodes) + 1)
+    machines.create_machine("ext", plan.ext_address, len(plan.nodes) + 1)
+    report("machines", len(plan.nodes) + 1, len(plan.nodes) + 1)
 
 
 def log_errors(state: StateDir, per_log: int = 5) -> str:
@@ -197,19 +225,28 @@ def register_nodes(objects: Objects, nodes: tuple[NodeSpec, ...]) -> None:
 
 
 class SupervisorCheck:
-    """Fails a wait fast when the lab's supervisor is gone.
+    """Fails a wait fast when the lab's supervisor (or, in a VM lab, a guest) is gone.
 
-    The record is read once: the state file grows with every pod, and re-reading it
+    The records are read once: the state file grows with every pod, and re-reading it
     on every tick of a wait was most of the waiting process's CPU at hundreds of pods.
     """
 
     def __init__(self, state: StateDir) -> None:
         self.state = state
-        self.record = next((p for p in state.processes() if p.role == "supervisor"), None)
+        self.records = [p for p in state.processes()
+                        if p.role == "supervisor" or p.role.startswith("vm-")]
 
     def __call__(self) -> None:
-        if self.record is None or _exited(self.record):
+        if not self.records:
             raise LabError(f"the lab supervisor died; see {self.state.log_path('supervisor')}")
+        for record in self.records:
+            if _exited(record) and record.role == "supervisor":
+                raise LabError("the lab supervisor died; see "
+                               f"{self.state.log_path('supervisor')}")
+            if _exited(record):
+                guest = record.role.removeprefix("vm-")
+                raise LabError(f"the guest of node {guest} (QEMU) exited; see "
+                               f"{self.state.path}/vms/{guest}/console.log")
 
 
 def _exited(proc: ProcessRecord) -> bool:

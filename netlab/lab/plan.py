@@ -29,6 +29,7 @@ def cluster_config(lab: Lab, name: str) -> ClusterConfig:
         vxlan_port=net.vxlan.port,
         underlay_mtu=net.underlay.mtu,
         proxy_mode=lab.proxy.mode,
+        ipvs_scheduler=lab.proxy.ipvs.scheduler,
         sync_period=lab.proxy.sync_period,
         min_sync_period=lab.proxy.min_sync_period,
         dns_enabled=lab.dns.enabled,
@@ -46,21 +47,25 @@ def plan_from_lab(lab: Lab, name: str | None = None) -> LabPlan:
         if node.name in RESERVED_MACHINE_NAMES:
             raise LabFileError(f"node name {node.name!r} is reserved for the lab's own "
                                "machines", file=source, field="nodes[].name")
-    try:
-        check_mode(lab.proxy.mode)
-    except KernelError as exc:
-        raise LabFileError(str(exc), file=source, field="proxy.mode") from None
-    if lab.node_backend != "netns":
-        raise LabFileError("nodeBackend vm is not available yet: use netns", file=source,
-                           field="nodeBackend")
+    if lab.node_backend == "netns":  # a VM lab's guests have their own kernel (ip_vs and all)
+        try:
+            check_mode(lab.proxy.mode)
+        except KernelError as exc:
+            raise LabFileError(str(exc), file=source, field="proxy.mode") from None
+    elif lab.store.backend != "sqlite" or lab.store.endpoints:
+        raise LabFileError("a VM lab runs its own etcd on the control-plane node; "
+                           "leave store out", file=source, field="store")
     ips = lab.node_ips
     nodes = tuple(NodeSpec(n.name, n.role, str(ips[n.name])) for n in lab.nodes)
     underlay = Underlay(str(lab.network.underlay.cidr), str(lab.gateway),
                         lab.network.underlay.mtu)
     endpoints = tuple(urlsplit(e).netloc for e in lab.store.endpoints)
+    # What a guest's control plane reads (`--config`): the cluster's sections, no manifests.
+    guest_lab = (lab.model_dump(mode="json", by_alias=True, exclude={"manifests"})
+                 if lab.node_backend == "vm" else None)
     return LabPlan(lab.name, nodes, underlay, str(lab.ext_address), cluster_config(lab, lab.name),
                    tuple(o.obj for o in lab.objects), source,
-                   StorePlan(lab.store.backend, endpoints))
+                   StorePlan(lab.store.backend, endpoints), lab.node_backend, guest_lab)
 
 
 def plan_from_file(path: str, name: str | None = None) -> LabPlan:

@@ -5,8 +5,9 @@ the lab's own etcd if it has one (first, in the control-plane node), the control
 plane, and per node an agent and a runtime, each in the node's namespace, logging
 to the state dir. The netlab components are forks of the supervisor, which imports
 their modules once (lab/forked.py). A process that exits is restarted with a
-back-off (so `kill` of an agent is a kubelet restart, not a dead node). SIGTERM
-stops the children and then the supervisor.
+back-off (so `kill` of an agent is a kubelet restart, not a dead node), or at once
+when the stop was announced as a restart (`knetlab restart`). SIGTERM stops the
+children and then the supervisor.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from netlab.store.objects import Objects
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
+RESTARTS_DIR = "restarts"  # requests from `knetlab restart`, one file per role and pid
 STORE_ROLE = "etcd"
 
 
@@ -108,10 +110,14 @@ class Supervisor:
         for child in children:
             code = child.proc.poll() if child.proc else None
             if child.proc is not None and code is not None:
-                log.warning("%s exited with %s; restarting", child.role, code)
-                child.restarts += 1
-                delay = min(0.5 * 2 ** min(child.restarts, 5), 10.0)
-                child.next_start = now + delay
+                if _take_request(self.state, child.role, child.proc.pid):
+                    log.info("%s stopped for a restart; starting it again", child.role)
+                    child.next_start = now  # asked for, as systemctl restart: no back-off
+                else:
+                    log.warning("%s exited with %s; restarting", child.role, code)
+                    child.restarts += 1
+                    delay = min(0.5 * 2 ** min(child.restarts, 5), 10.0)
+                    child.next_start = now + delay
                 child.proc = None
             if child.proc is None and now >= child.next_start:
                 self._start(child)
@@ -152,6 +158,20 @@ class Supervisor:
             except (subprocess.TimeoutExpired, TimeoutError):
                 proc.kill()
                 proc.wait()
+
+
+def restart_request(state: StateDir, role: str, pid: int) -> str:
+    """The file that tells the supervisor the exit of `pid` was asked for (a restart,
+    not a crash); whoever stops the process writes it first."""
+    return os.path.join(state.path, RESTARTS_DIR, f"{role}.{pid}")
+
+
+def _take_request(state: StateDir, role: str, pid: int) -> bool:
+    try:
+        os.remove(restart_request(state, role, pid))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def spawn_supervisor(state: StateDir) -> int:

@@ -4,6 +4,8 @@ Wired here, each part testable alone: registration (the Node object), the overla
 (node/overlay.py, fed by subnet leases), pods (node/pods.py, fed by a Pod
 informer), readiness probes (node/probes.py, on an asyncio loop) and, from the
 services issue on, the proxy. The agent runs inside the node's network namespace.
+Per-node settings (flannel's interface, kube-proxy off) come from the node's
+config file, read at each start as k3s reads its config.yaml (node/agentconfig.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from netlab.api.meta import now_rfc3339
 from netlab.errors import NetlabError
 from netlab.kernel.rtnl import Rtnl
 from netlab.lab.state import StateDir
+from netlab.node import agentconfig, hostnet
 from netlab.node.cni import BridgeNetwork
 from netlab.node.ipam import HostLocalIPAM
 from netlab.node.overlay import Lease, Overlay, network_config
@@ -35,12 +38,14 @@ from netlab.proxy.proxier import Proxier
 from netlab.store import CompactedError, open_store
 from netlab.store.informer import Informer
 from netlab.store.objects import AlreadyExistsError, Obj, ObjectEvent, Objects
+from netlab.store.retry import retry_store
 
 log = logging.getLogger(__name__)
 
 PROXY_KINDS = ("Service", "EndpointSlice", "Node")
 PROXY_METRICS_PORT = 10249
 PROXY_HEALTHZ_PORT = 10256
+RECONCILE_RETRY_SECONDS = 2.0
 
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
@@ -101,22 +106,36 @@ class Agent:
     def register(self) -> str:
         """Create or refresh the Node; wait for the control plane to give it a podCIDR."""
         wanted = node_object(self.node, self.address, self.role)
-        try:
-            self.objects.create(wanted)
-        except AlreadyExistsError:
-            self.objects.mutate("Node", None, self.node,
-                                lambda cur: {**cur, "status": wanted["status"]})
+
+        def create_or_refresh() -> None:
+            try:
+                self.objects.create(wanted)
+            except AlreadyExistsError:
+                self.objects.mutate("Node", None, self.node,
+                                    lambda cur: {**cur, "status": wanted["status"]})
+
+        # On a machine the agent may start before etcd, or while it restarts.
+        retry_store(create_or_refresh, "registering the node", self.stop)
         while not self.stop.is_set():
-            node = self.objects.get("Node", None, self.node)
+            node = retry_store(lambda: self.objects.get("Node", None, self.node),
+                               "reading the node", self.stop)
             cidr = (node or {}).get("spec", {}).get("podCIDR")
             if cidr:
                 return cidr
             time.sleep(0.05)
         raise NetlabError("stopped before a podCIDR was assigned")
 
-    def start_overlay(self, pod_cidr: str) -> Overlay:
+    def start_overlay(self, pod_cidr: str,
+                      settings: agentconfig.AgentSettings | None = None) -> Overlay:
+        iface, public_ip = self.iface, self.address
+        if settings is not None and settings.flannel_iface is not None:
+            # flannel's --iface: the overlay's endpoint is that interface's address,
+            # whatever address kubelet registered the node with.
+            iface, public_ip = hostnet.choose_interface(hostnet.host_addresses(),
+                                                        iface=settings.flannel_iface)
+            log.info("flannel-iface %s: overlay endpoint %s", iface, public_ip)
         ipr = IPRoute()
-        overlay = Overlay(ipr, self.iptables, self.config, self.address, self.iface)
+        overlay = Overlay(ipr, self.iptables, self.config, public_ip, iface)
         lease = overlay.setup(pod_cidr, self.state.node_dir(self.node))
         if self.store.get(keys.FLANNEL_CONFIG_KEY) is None:
             self.store.put(keys.FLANNEL_CONFIG_KEY, network_config(self.config))
@@ -161,8 +180,8 @@ class Agent:
                             overlay.apply_peer(Lease.from_value(subnet, ev.value))
             except CompactedError:
                 continue
-            except NetlabError as exc:
-                log.error("overlay: %s; retrying", exc)
+            except NetlabError as exc:  # the store is away: the entries stay as they are
+                log.warning("overlay: %s; retrying", exc)
                 time.sleep(1)
 
     # pods ---------------------------------------------------------------------------
@@ -181,12 +200,21 @@ class Agent:
         """On the informer's thread, the only one that may read its cache while it changes."""
         self.pod_snapshots.put(self.pod_informer.items("Pod"))
 
-    def _latest_pods(self) -> list[Obj] | None:
-        """The newest snapshot of the pods (bursts coalesce into one); None once stopping."""
+    def _latest_pods(self, retry: list[Obj] | None = None) -> list[Obj] | None:
+        """The newest snapshot of the pods (bursts coalesce into one); None once stopping.
+
+        With `retry` (a snapshot whose reconcile failed, e.g. the store went away
+        midway), that snapshot again after a pause if nothing newer comes: the
+        pods it holds would otherwise wait for an unrelated change, as kubelet's
+        periodic resync prevents.
+        """
+        retry_at = time.monotonic() + RECONCILE_RETRY_SECONDS
         while not self.stop.is_set():
             try:
                 pods = self.pod_snapshots.get(timeout=0.5)
             except queue.Empty:
+                if retry is not None and time.monotonic() >= retry_at:
+                    return retry
                 continue
             while not self.pod_snapshots.empty():
                 pods = self.pod_snapshots.get_nowait()
@@ -208,9 +236,11 @@ class Agent:
             while pods is not None:
                 try:
                     self.pods.reconcile(pods)
+                    failed = None
                 except NetlabError as exc:
-                    log.error("pod reconcile: %s", exc)
-                pods = self._latest_pods()
+                    log.error("pod reconcile: %s; retrying", exc)
+                    failed = pods
+                pods = self._latest_pods(retry=failed)
         except Exception:
             log.exception("pod worker failed; stopping the agent")
             self.stop.set()
@@ -256,6 +286,7 @@ class Agent:
         """kube-proxy's role: Services and EndpointSlices (and this Node) into rules."""
         proxier = new_proxier_for(self.config.proxy_mode, None, self.node, [self.address],
                                   service_cidrs=(self.config.service_cidr,),
+                                  ipvs_scheduler=self.config.ipvs_scheduler,
                                   cluster_cidr=self.config.pod_cidr,
                                   min_sync_period=self.config.min_sync_period,
                                   sync_period=self.config.sync_period,
@@ -281,11 +312,16 @@ class Agent:
 
     # lifecycle ----------------------------------------------------------------------
     def run(self) -> None:
+        settings = agentconfig.load(agentconfig.config_path(self.state.node_dir(self.node)))
         pod_cidr = self.register()
         log.info("node %s registered with podCIDR %s", self.node, pod_cidr)
-        self.start_overlay(pod_cidr)
+        self.start_overlay(pod_cidr, settings)
         self.start_pods(pod_cidr)
-        self.start_proxy()
+        if settings.disable_kube_proxy:
+            log.warning("kube-proxy is disabled by %s (disable-kube-proxy): its rules stay "
+                        "as they are", agentconfig.config_path(self.state.node_dir(self.node)))
+        else:
+            self.start_proxy()
         log.info("agent running")
         self.stop.wait()
         self.pod_informer.stop()

@@ -125,6 +125,7 @@ class Overlay:
         self.public_ip = public_ip
         self.public_iface = public_iface
         self.device = f"flannel.{config.vxlan_vni}"
+        self.subnet: str | None = None  # this node's, once set up
         self.peers: dict[str, Lease] = {}
 
     def _index(self, ifname: str) -> int:
@@ -135,6 +136,7 @@ class Overlay:
 
     def setup(self, node_subnet: str, state_dir: str) -> Lease:
         """Create the local side and return this node's lease (to be written to the store)."""
+        self.subnet = node_subnet
         if self.config.backend == "vxlan":
             lease = self._setup_vxlan(node_subnet)
         else:
@@ -147,6 +149,7 @@ class Overlay:
         return lease
 
     def _setup_vxlan(self, node_subnet: str) -> Lease:
+        self._remove_incompatible_device()
         if not self.ipr.link_lookup(ifname=self.device):
             try:
                 self.ipr.link("add", ifname=self.device, kind="vxlan",
@@ -169,9 +172,40 @@ class Overlay:
         mac = self.ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
         return Lease(node_subnet, self.public_ip, "vxlan", mac, self.config.vxlan_vni)
 
+    def _remove_incompatible_device(self) -> None:
+        """Delete a flannel.<VNI> left by an earlier start with other settings.
+
+        flanneld does the same when it finds the device incompatible (another VNI,
+        local address, port or underlying interface, e.g. after `--iface` changed):
+        it deletes and recreates it, so the new lease matches the kernel. Everything
+        programmed on the old device goes with it and is made again from the leases.
+        """
+        found = self.ipr.link_lookup(ifname=self.device)
+        if not found:
+            return
+        info = self.ipr.get_links(found[0])[0].get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        wanted = {"IFLA_VXLAN_ID": self.config.vxlan_vni, "IFLA_VXLAN_LOCAL": self.public_ip,
+                  "IFLA_VXLAN_PORT": self.config.vxlan_port,
+                  "IFLA_VXLAN_LINK": self._index(self.public_iface)}
+        if data is not None and all(data.get_attr(k) == v for k, v in wanted.items()):
+            return
+        log.warning("%s does not match the wanted settings (%s); recreating it", self.device,
+                    ", ".join(f"{k.removeprefix('IFLA_VXLAN_').lower()} {v}"
+                              for k, v in wanted.items()))
+        try:
+            self.ipr.link("del", index=found[0])
+        except NetlinkError as exc:
+            raise KernelError(f"removing {self.device}: {exc}") from exc
+
     def apply_peer(self, lease: Lease) -> None:
-        """Program the entries that make a peer's pod subnet reachable."""
-        if lease.public_ip == self.public_ip:
+        """Program the entries that make a peer's pod subnet reachable.
+
+        Its own lease is skipped by subnet, as flannel's lease watcher does; so when
+        several nodes announce the same public IP (Vagrant's NAT address on every
+        VM), each still programs the others, towards that useless address.
+        """
+        if lease.subnet == self.subnet:
             return
         old = self.peers.get(lease.subnet)
         if old == lease:

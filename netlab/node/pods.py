@@ -118,6 +118,7 @@ class PodManager:
         self.on_sandbox = on_sandbox
         self.on_teardown = on_teardown
         self.sandboxes: dict[str, PodSandbox] = {}
+        self.unpublished: set[str] = set()  # sandboxes whose Running status failed to commit
 
     def reconcile(self, pods: list[Obj]) -> None:
         mine = {pod_key(p): p for p in pods if p.get("spec", {}).get("nodeName") == self.node}
@@ -133,6 +134,7 @@ class PodManager:
                 self._release_untracked(pod)
         if finishing:
             self._remove_objects(finishing)
+        self._retry_unpublished(mine)
         started: list[tuple[Obj, PodSandbox]] = []
         publish_at = time.monotonic() + PUBLISH_INTERVAL
         for key, pod in mine.items():
@@ -150,11 +152,24 @@ class PodManager:
         self._started(started)
 
     def _started(self, started: list[tuple[Obj, PodSandbox]]) -> None:
-        """Report sandboxes that are up: status in one commit, then probes start."""
+        """Report sandboxes that are up: status in one commit, then probes start.
+
+        If the commit fails (the store went away), the sandboxes are remembered and
+        reported by the next reconcile, which the agent retries.
+        """
         if started:
-            self._publish(started)
+            try:
+                self._publish(started)
+            except NetlabError:
+                self.unpublished.update(sandbox.key for _, sandbox in started)
+                raise
         for pod, sandbox in started:
             self.on_sandbox(sandbox, pod)
+
+    def _retry_unpublished(self, mine: Mapping[str, Obj]) -> None:
+        keys = [k for k in self.unpublished if k in self.sandboxes and k in mine]
+        self.unpublished = set()
+        self._started([(mine[k], self.sandboxes[k]) for k in keys])
 
     def _setup(self, pod: Obj) -> PodSandbox:
         meta = pod["metadata"]
@@ -167,15 +182,21 @@ class PodManager:
         self.state.record("etcnetns", name=netns_name)
         hostname = pod.get("spec", {}).get("hostname") or meta["name"]
         podfiles.write_pod_files(netns_name, {
-            "resolv.conf": podfiles.resolv_conf(meta.get("namespace", "default"),
-                                                self.config.cluster_domain,
-                                                self.config.dns_cluster_ip),
+            "resolv.conf": self._resolv_conf(pod),
             "hosts": podfiles.hosts_file(allocation.ip, hostname),
             "hostname": hostname + "\n",
         })
         sandbox = PodSandbox(key, meta["uid"], netns_name, allocation.ip)
         self.sandboxes[key] = sandbox
         return sandbox
+
+    def _resolv_conf(self, pod: Obj) -> str:
+        """kubelet's resolv.conf for the pod's dnsPolicy and dnsConfig."""
+        spec = pod.get("spec", {})
+        host = podfiles.read_host_resolv_conf() if spec.get("dnsPolicy") == "Default" else ""
+        return podfiles.pod_resolv_conf(spec, pod["metadata"].get("namespace", "default"),
+                                        self.config.cluster_domain,
+                                        self.config.dns_cluster_ip, host)
 
     def _publish(self, started: list[tuple[Obj, PodSandbox]]) -> None:
         """Write running status for a batch: one CAS commit, per-pod retries on conflict."""

@@ -12,9 +12,12 @@ modes beside each other.
     metrics.py    kubeproxy_* metrics and the :10249 server
     healthz.py    /healthz and /livez on :10256
     rules_view.py rules + counters grouped by Service (for `knetlab proxy rules`)
-    modes.py      a lab's proxy mode -> that mode's new_proxier (IPVS refused with why)
+    modes.py      a lab's proxy mode -> that mode's new_proxier (IPVS refused with why
+                  where the kernel lacks ip_vs or dummy)
     iptables/     names, render (pure payload), kernel (iptables-legacy), backend
     nftables/     names, render (pure transaction), kernel (nft -f), backend, rules_view
+    ipvs/         names, render (pure desired state), diff (pure), netlink (batched IPVS,
+                  ipset and address requests), kernel, backend, rules_view
 
 A node agent builds one with `netlab.proxy.modes.new_proxier_for(mode, ...)`.
 """

@@ -1,9 +1,9 @@
 """Which proxier a node runs: the lab's `proxy: {mode: …}` to a mode's `new_proxier`.
 
-One place maps a mode name to its folder (iptables/, nftables/), so the node
-agent stays mode-blind. IPVS needs kernel support a network-namespace lab
-cannot add (the ip_vs and dummy modules live in the host kernel), so it is
-refused here with a message that says what the kernel lacks.
+One place maps a mode name to its folder (iptables/, ipvs/, nftables/), so the
+node agent stays mode-blind. IPVS needs kernel support a network-namespace lab
+cannot add (the ip_vs and dummy modules live in the host kernel), so where the
+kernel lacks them it is refused here with a message that says what is missing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from netlab.errors import KernelError
 from netlab.proxy.iptables.backend import new_proxier as iptables_proxier
+from netlab.proxy.ipvs.backend import new_proxier as ipvs_proxier
 from netlab.proxy.nftables.backend import new_proxier as nftables_proxier
 from netlab.proxy.proxier import Proxier
 
@@ -84,22 +85,23 @@ def check_mode(mode: str) -> None:
                 f"proxy mode ipvs needs the ip_vs and dummy kernel modules; this kernel "
                 f"({platform.release()}) lacks {' and '.join(missing)}. Use proxy mode "
                 "iptables or nftables, or a VM with a distribution kernel (tests/vm).")
-        raise KernelError("proxy mode ipvs is not implemented in kube-netlab yet; "
-                          "use iptables or nftables")
 
 
 def new_proxier_for(mode: str, namespace: str | None, node_name: str, node_ips: Sequence[str],
                     *, service_cidrs: Sequence[str] = ("10.96.0.0/12",),
-                    **options: Any) -> Proxier:
+                    ipvs_scheduler: str = "rr", **options: Any) -> Proxier:
     """A proxier for `mode`, wired as the node agent needs it.
 
     `options` are the iptables `new_proxier` keywords (cluster_cidr,
     min_sync_period, sync_period, lock_file, …), which every mode accepts.
     `service_cidrs` is used by nftables mode only (it drops traffic to
-    unallocated ClusterIPs; iptables mode has no such rule).
+    unallocated ClusterIPs; the other modes have no such rule);
+    `ipvs_scheduler` by IPVS mode only (kube-proxy's --ipvs-scheduler).
     """
     check_mode(mode)
     if mode == "nftables":
         return nftables_proxier(namespace, node_name, node_ips, service_cidrs=service_cidrs,
                                 **options)
+    if mode == "ipvs":
+        return ipvs_proxier(namespace, node_name, node_ips, scheduler=ipvs_scheduler, **options)
     return iptables_proxier(namespace, node_name, node_ips, **options)

@@ -2,11 +2,12 @@
 
 For `knetlab proxy rules NODE [--service ns/name]`: reads the node's legacy
 iptables with python-iptables (inside the node's namespace) and returns data;
-the CLI renders it. A node whose proxy runs in nftables mode is read by
-`netlab.proxy.nftables.rules_view` instead, into the same types; `read_rules`
-picks the reader (by the mode given, or by whether the `ip kube-proxy` nft
-table exists). A rule belongs to a service port when its comment names
-it (`ns/svc:port cluster IP`, `ns/svc:port -> ip:port`, …) or when it sits in
+the CLI renders it. A node whose proxy runs in nftables or IPVS mode is read by
+`netlab.proxy.nftables.rules_view` or `netlab.proxy.ipvs.rules_view` instead,
+into the same types; `read_rules` picks the reader (by the mode given, or by
+whether the `ip kube-proxy` nft table or the kube-ipvs0 device exists). A
+rule belongs to a service port when its comment names it (`ns/svc:port
+cluster IP`, `ns/svc:port -> ip:port`, …) or when it sits in
 a per-service chain (KUBE-SVC/SVL/EXT/FW/SEP) reached from such a rule. The
 second path matters in large clusters, where kube-proxy drops the comments
 of endpoint rules.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,8 @@ COMMON_CHAINS = {
 _SERVICE_IN_COMMENT = re.compile(
     r"(?:^|\s)([a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*(?::[-a-z0-9]+)?)(?:\s|$)")
 NFT_TABLE = "kube-proxy"  # Rule.table of rules read from nftables mode's table
+IPVS_TABLE = "ipvs"  # Rule.table of IPVS mode's real servers (one Rule each)
+IPSET_TABLE = "ipset"  # Rule.table of IPVS mode's ipset members (one Rule each)
 _iptc_lock = threading.Lock()  # python-iptables caches one handle per table, process-wide
 
 
@@ -69,11 +73,13 @@ class ServicePortRules:
 
         iptables: what its rules in the top-level chains counted. nftables has
         no per-service rules there (a map lookup dispatches), so: what its
-        endpoint chains' `dnat` rules counted.
+        endpoint chains' `dnat` rules counted. IPVS counts every packet, not
+        first packets: there, the packets its real servers received.
         """
         return sum(r.packets for r in self.rules
                    if r.chain in ENTRY_CHAINS.get(r.table, ())
-                   or (r.table == NFT_TABLE and r.target == "dnat"))
+                   or (r.table == NFT_TABLE and r.target == "dnat")
+                   or r.table == IPVS_TABLE)
 
 
 @dataclass
@@ -137,21 +143,44 @@ def _service_of(comment: str) -> str | None:
 
 
 def read_rules(namespace: str | None, service: str | None = None,
-               mode: str | None = None) -> RulesView:
+               mode: str | None = None,
+               services: Sequence[Mapping[str, Any]] = ()) -> RulesView:
     """Read kube-proxy's rules and counters in a node namespace, grouped by service port.
 
     `service` ("ns/name") limits the answer to that Service. `mode` is the
-    lab's proxy mode ("iptables" or "nftables"); None looks at the node.
+    lab's proxy mode ("iptables", "ipvs" or "nftables"); None looks at the
+    node. IPVS keeps no names: `services` (Service objects) name its virtual
+    servers.
     """
     if mode is None:
+        from netlab.proxy.ipvs.kernel import IpvsKernel
         from netlab.proxy.nftables.kernel import NftKernel
 
-        mode = "nftables" if NftKernel(namespace).table_exists() else "iptables"
+        mode = "nftables" if NftKernel(namespace).table_exists() else \
+            "ipvs" if IpvsKernel(namespace).dummy_index() is not None else "iptables"
     if mode == "nftables":
         from netlab.proxy.nftables.rules_view import read_nft_rules  # it imports this module
 
         return read_nft_rules(namespace, service)
+    if mode == "ipvs":
+        from netlab.proxy.ipvs.rules_view import read_ipvs_rules  # it imports this module
+
+        return read_ipvs_rules(namespace, service, services)
     return _read_iptables(namespace, service)
+
+
+def read_chains(namespace: str | None, chains: Mapping[str, Sequence[str]]) -> list[Rule]:
+    """Every rule of the named chains ({table: chains}), in that order, with counters."""
+    import iptc  # python-iptables; imported late, it loads libiptc
+
+    context = netns.entered(namespace) if namespace else contextlib.nullcontext()
+    rules: list[Rule] = []
+    with _iptc_lock, context:
+        for table, names_ in chains.items():
+            iptc.Table(table).refresh()
+            for chain in names_:
+                rules.extend(_read_chain(iptc, table, chain))
+    return rules
 
 
 def _read_iptables(namespace: str | None, service: str | None) -> RulesView:

@@ -45,22 +45,29 @@ class Informer:
         self.cache: dict[CacheKey, Obj] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
+        self.listed_at: dict[str, int] = {}  # kind -> revision of its last list
         self.stopping = threading.Event()
         self.revision = 0
 
     def _relist(self) -> list[ObjectEvent]:
-        """Full list; events that turn the old cache into the new one."""
+        """Full list; events that turn the old cache into the new one.
+
+        Each kind is one list, each at its own revision (writes land in between, the
+        more so on etcd, one request per list). The watch then starts after the
+        oldest of them, and `_apply` drops what a kind's list already showed: starting
+        after the newest would lose the changes to the kinds listed before it.
+        """
         fresh: dict[CacheKey, Obj] = {}
-        revision = 0
+        listed_at: dict[str, int] = {}
         for kind in self.kinds:
-            items, revision_k = self.objects.list(kind)
-            revision = max(revision, revision_k)
+            items, listed_at[kind] = self.objects.list(kind)
             for obj in items:
                 if well_formed(obj):
                     fresh[cache_key(kind, obj)] = obj
                 else:
                     log.warning("skipping a malformed %s in the store", kind)
         events = []
+        revision = max(listed_at.values(), default=0)
         for key, obj in fresh.items():
             old = self.cache.get(key)
             if old is None:
@@ -73,13 +80,16 @@ class Informer:
                 events.append(ObjectEvent("DELETED", key[0], obj, revision))
         with self._lock:
             self.cache = fresh
-        self.revision = revision
+        self.revision = min(listed_at.values(), default=0)
+        self.listed_at = listed_at
         return events
 
     def _apply(self, events: list[ObjectEvent]) -> list[ObjectEvent]:
         """Update the cache; returns the events that were applied (malformed ones dropped)."""
         applied = []
         for ev in events:
+            if ev.revision <= self.listed_at.get(ev.kind, 0):
+                continue  # that kind's list already had it
             if not well_formed(ev.obj):
                 log.warning("skipping a malformed %s in the store", ev.kind)
                 continue
@@ -93,13 +103,26 @@ class Informer:
             self.revision = max(self.revision, ev.revision)
         return applied
 
+    def _store_lost_history(self) -> bool:
+        """Whether the store is behind what this cache saw: a new etcd, not a restarted one."""
+        return self.objects.store.revision() < self.revision
+
     def run(self) -> None:
-        """Loop until stop(); survives store errors by backing off and relisting."""
+        """Loop until stop(); survives store errors by backing off and resuming.
+
+        After an outage the watch resumes from the last revision seen, as client-go's
+        reflector does, so nothing is relisted and no callback sees a burst of
+        unchanged objects; a compacted revision, or a store that lost its history,
+        means a relist.
+        """
         backoff = 0.2
+        listed = False
         while not self.stopping.is_set():
             try:
-                self.on_batch(self._relist())
-                self.synced.set()
+                if not listed or self._store_lost_history():
+                    self.on_batch(self._relist())
+                    listed = True
+                    self.synced.set()
                 for batch in self.objects.watch(self.kinds, self.revision + 1,
                                                 poll_timeout=self.poll_timeout):
                     if self.stopping.is_set():
@@ -111,6 +134,7 @@ class Informer:
                     backoff = 0.2
             except CompactedError:
                 log.info("watch compacted; relisting")
+                listed = False
             except StoreError as exc:
                 log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)

@@ -20,7 +20,7 @@ from netlab.trace.netfilter import Outcome, Ruleset
 from netlab.trace.routing import NetState
 from netlab.trace.simulate import make_trace, walk
 from netlab.trace.targets import Destination, Source
-from netlab.trace.walk import Seen, SocketAnswer
+from netlab.trace.walk import Point, Seen, SocketAnswer
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Observations:
     deltas: dict[str, dict[tuple[str, str, int], int]] = field(default_factory=dict)
     conntrack: dict[str, list[Conntrack]] = field(default_factory=dict)  # node -> entries
     listeners: dict[str, frozenset[Listener]] = field(default_factory=dict)  # netns ->
+    send_error: str | None = None  # the source kernel refused the probe (EMSGSIZE)
 
 
 class ObservedOracle:
@@ -133,19 +134,35 @@ class ObservedOracle:
         return max(outcomes, key=score)
 
     def counters(self, node: str, hits: list[RuleHit]) -> list[RuleHit]:
+        """Counter deltas of the rules; a verdict-map element (position 0) counts nothing."""
         deltas = self.obs.deltas.get(node, {})
         return [RuleHit(h.table, h.chain, h.position, h.rule, h.target, h.comment,
-                        deltas.get((h.table, h.chain, h.position), 0)) for h in hits]
+                        deltas.get((h.table, h.chain, h.position), 0) if h.position else None)
+                for h in hits]
 
-    def seen(self, netns: str, iface: str, direction: str) -> Seen | None:
+    def seen(self, netns: str, iface: str, direction: str,
+             kind: str = "probe") -> Seen | None:
         self.visited.add(netns)
         for i, frame in enumerate(self.frames):
-            if i in self.used or frame.kind != "probe":
+            if i in self.used or frame.kind != kind:
                 continue
             if (frame.netns, frame.ifname, frame.direction) == (netns, iface, direction):
                 self.used.add(i)
                 return Seen(frame.flow, frame.encap)
         return None
+
+    def mtu_drop(self, beyond: Point) -> tuple[bool, tuple[str, ...]]:
+        """Dropped for its size unless captured beyond the device; what shows the drop."""
+        if any(f.kind == "probe" and (f.netns, f.ifname, f.direction) == beyond
+               for f in self.frames):
+            return False, ()
+        evidence = ["kernel MTU", "not captured beyond"]
+        if self.obs.send_error:
+            evidence.append(f"sendto: {self.obs.send_error}")
+        if any(f.kind == "icmp-error" and f.detail == "frag-needed" and f.netns == beyond[0]
+               for f in self.frames):
+            evidence.append("ICMP frag-needed captured")
+        return True, tuple(evidence)
 
     def conntrack(self, node: str) -> Conntrack | None:
         entries = self.obs.conntrack.get(node, [])
@@ -170,11 +187,11 @@ class ObservedOracle:
 
 
 def assemble(view: LabView, src: Source, dst: Destination, flow: FlowTuple,
-             obs: Observations, trace_id: str | None = None) -> Trace:
-    """The live trace from recorded observations."""
+             obs: Observations, trace_id: str | None = None, size: int = 0) -> Trace:
+    """The live trace from recorded observations; `size`: the probe's IP length."""
     oracle = ObservedOracle(view, obs)
-    result = walk(view, oracle, src, flow)
-    trace = make_trace("live", src, dst, flow, result, trace_id)
+    result, reply = walk(view, oracle, src, flow, size)
+    trace = make_trace("live", src, dst, flow, result, trace_id, reply, size)
     trace.notes.extend(_answer_notes(oracle, src, trace))
     trace.notes.extend(_unexplained(oracle))
     return trace
@@ -190,7 +207,9 @@ def _answer_notes(oracle: ObservedOracle, src: Source, trace: Trace) -> list[str
         return []
     first = answers[0]
     what = f"ICMP {first.detail}" if first.kind == "icmp-error" else first.detail
-    return [f"answer at the source: {what} from {first.flow.source}"]
+    sender = trace.reply_source if first.kind == "reply" and trace.reply_source \
+        else first.flow.source  # a node's own answer is captured before conntrack un-NATs it
+    return [f"answer at the source: {what} from {sender}"]
 
 
 def _unexplained(oracle: ObservedOracle) -> list[str]:

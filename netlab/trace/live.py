@@ -20,7 +20,7 @@ from netlab.trace.assemble import Observations, SeenFrame, assemble
 from netlab.trace.capture import Frame, NamespaceCapture
 from netlab.trace.labview import LabView
 from netlab.trace.model import FlowTuple, Trace
-from netlab.trace.netfilter import parse_save
+from netlab.trace.netfilter import Ruleset
 from netlab.trace.simulate import new_trace_id
 from netlab.trace.targets import Destination, Source
 
@@ -69,28 +69,35 @@ def _answered(capture: NamespaceCapture, probe: probes.ProbeId, checked: int) ->
 
 
 def trace_live(view: LabView, src: Source, dst: Destination, *, timeout: float = 2.0,
-               dns_name: str | None = None, trace_id: str | None = None) -> LiveResult:
+               dns_name: str | None = None, trace_id: str | None = None,
+               size: int | None = None) -> LiveResult:
+    """Send one probe (`size`: its payload in bytes, DF set) and assemble its trace."""
     probe = probes.ProbeId.new()
     src_ip = src.pod.ip if src.pod else probes.source_address(src.netns, dst.ip)
     namespaces = candidate_namespaces(view, src, dst)
     nodes = {m.name: m.netns for m in view.nodes}
-    rules = {name: parse_save(observe.ruleset_text(ns)) for name, ns in nodes.items()}
+    mode = view.config.proxy_mode
+    rules = {name: observe.node_rules(ns, mode) for name, ns in nodes.items()}
     nets = {ns: observe.net_state(ns) for ns in namespaces if ns != view.underlay_netns}
+    send_error = None
     with probes.PortHold(src.netns, dst.proto, src_ip) as hold:
         sport = probe.icmp_id if dst.proto == "icmp" else hold.port
         flow = FlowTuple(dst.proto, src_ip, sport, dst.ip, dst.port)
-        before = {name: observe.rule_counters(ns) for name, ns in nodes.items()}
+        packet = probes.build(flow, probe, dns_name, size)
+        before = {name: _counters(ns, mode) for name, ns in nodes.items()}
         captures: list[NamespaceCapture] = []
         try:
             for ns in namespaces:
                 captures.append(NamespaceCapture(ns, probes.bpf_filter(probe)).start())
-            probes.send(src.netns, probes.build(flow, probe, dns_name), dst.ip)
-            _wait(captures[0], probe, timeout)
+            send_error = probes.send(src.netns, packet, dst.ip)
+            if send_error is None:
+                _wait(captures[0], probe, timeout)
         finally:
             for capture in captures:
                 capture.request_stop()
             raw = [f for c in captures for f in c.stop()]
-        after = {name: observe.rule_counters(ns) for name, ns in nodes.items()}
+        after = {name: _counters(ns, mode) for name, ns in nodes.items()}
+        _unpin(nodes, rules, src_ip)
     frames: list[Frame] = []
     seen: list[SeenFrame] = []
     for frame in raw:
@@ -106,11 +113,40 @@ def trace_live(view: LabView, src: Source, dst: Destination, *, timeout: float =
         conntrack={n: observe.conntrack_entries(ns, _flows_in(seen, ns, flow))
                    for n, ns in nodes.items()},
         listeners={ns: observe.listeners(ns) for ns in namespaces
-                   if view.pod_by_netns(ns) is not None})
-    trace = assemble(view, src, dst, flow, obs, trace_id or new_trace_id())
+                   if view.pod_by_netns(ns) is not None},
+        send_error=send_error)
+    trace = assemble(view, src, dst, flow, obs, trace_id or new_trace_id(), len(packet))
+    if send_error:
+        trace.notes.append(f"the source kernel refused to send the probe: {send_error}")
     return LiveResult(trace, frames, labels(view))
 
 
+def _counters(netns_name: str, mode: str) -> dict[tuple[str, str, int], int]:
+    counts = observe.rule_counters(netns_name)
+    if mode == "nftables":
+        counts.update(observe.nft_rule_counters(netns_name))
+    return counts
+
+
+def _unpin(nodes: dict[str, str], rules: dict[str, Ruleset], client: str) -> None:
+    """Remove the session-affinity pins the probe created (ones that were there stay).
+
+    Only nodes with affinity lists or sets (Services with sessionAffinity) are read again.
+    """
+    from netlab.trace import nft
+
+    for name, ns in nodes.items():
+        had = rules[name]
+        sets = nft.affinity_entries(had.nft) if had.nft is not None else {}
+        if not had.recent and not sets:
+            continue
+        before = {n for n, ips in had.recent.items() if client in ips}
+        before |= {n for n, ips in sets.items() if client in ips}
+        now = {n for n, ips in observe.recent_lists(ns).items() if client in ips}
+        if sets:
+            table = nft.parse_table(*observe.nft_listing(ns))
+            now |= {n for n, ips in nft.affinity_entries(table).items() if client in ips}
+        observe.forget_affinity(ns, [(n, client) for n in sorted(now - before)])
 def _wait(source: NamespaceCapture, probe: probes.ProbeId, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     checked = 0

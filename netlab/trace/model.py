@@ -74,6 +74,12 @@ class FlowTuple:
         return FlowTuple(self.proto, src, self.sport if sport is None else sport,
                          self.dst, self.dport)
 
+    def reverse(self) -> FlowTuple:
+        """The answer's tuple (ICMP keeps its identifier in `sport` both ways)."""
+        if self.proto == "icmp":
+            return FlowTuple("icmp", self.dst, self.sport, self.src, 0)
+        return FlowTuple(self.proto, self.dst, self.dport, self.src, self.sport)
+
 
 @dataclass(frozen=True)
 class Encap:
@@ -84,6 +90,7 @@ class Encap:
     dport: int
     vni: int
     sport: int | None = None  # a flow hash: known live, not in a simulation
+    mtu: int | None = None  # the tunnel device's MTU: the largest inner packet it carries
 
     def __str__(self) -> str:
         sport = f":{self.sport}" if self.sport else ""
@@ -222,6 +229,10 @@ class Trace:
     notes: list[str] = field(default_factory=list)
     diff: list[DiffEntry] | None = None  # only in diff mode
     twin: Trace | None = None  # in diff mode: the simulated trace (self is the live one)
+    size: int = 0  # the probe's IP length in bytes (DF is always set)
+    reply: list[Hop] = field(default_factory=list)  # the answer's way back, hop by hop
+    reply_verdict: Verdict | None = None  # None: no answer to follow (nothing was sent back)
+    reply_reason: str = ""
 
     def __repr__(self) -> str:
         return f"<Trace {self.trace_id} {self.source} -> {self.destination}: {self.verdict}>"
@@ -261,6 +272,17 @@ class Trace:
     def drop_reason(self) -> DropReason | None:
         return next((h.drop_reason for h in reversed(self.hops) if h.drop_reason), None)
 
+    def reply_at(self, stage: str) -> list[Hop]:
+        """Reply hops whose stage starts with `stage` (the un-NAT hops: "netfilter:nat")."""
+        return [h for h in self.reply if h.stage.startswith(stage)]
+
+    @property
+    def reply_source(self) -> str | None:
+        """Where the answer came from as the client saw it (`ip:port`): after un-DNAT the
+        Service address it connected to, not the endpoint's."""
+        end = next((h for h in reversed(self.reply) if h.action == Action.DELIVERED), None)
+        return end.before.source if end and end.before else None
+
     @property
     def minimal(self) -> list[str]:
         """The minimal rendering as lines: what tests should pin."""
@@ -292,7 +314,10 @@ class Trace:
             delivered_to=data.get("delivered_to"), notes=list(data.get("notes", [])),
             diff=[DiffEntry(**d) for d in data["diff"]] if data.get("diff") is not None
             else None,
-            twin=cls.from_dict(data["twin"]) if data.get("twin") else None)
+            twin=cls.from_dict(data["twin"]) if data.get("twin") else None,
+            size=data.get("size", 0), reply=[_hop(h) for h in data.get("reply", [])],
+            reply_verdict=Verdict(data["reply_verdict"]) if data.get("reply_verdict") else None,
+            reply_reason=data.get("reply_reason", ""))
 
 
 def _plain(value: Any) -> Any:

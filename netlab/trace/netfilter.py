@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from netlab.trace.model import FlowTuple, RuleHit
+
+if TYPE_CHECKING:
+    from netlab.trace.nft import NftTable
 
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 TERMINAL = {"ACCEPT", "DROP", "REJECT", "DNAT", "SNAT", "MASQUERADE", "REDIRECT"}
@@ -70,7 +74,15 @@ class Chain:
 
 @dataclass
 class Ruleset:
+    """A node's installed rules: iptables tables, and in nftables mode kube-proxy's table.
+
+    `recent` is the kernel state the rules read: xt_recent lists (session affinity
+    in iptables mode), list name -> client address -> seconds since last seen.
+    """
+
     tables: dict[str, dict[str, Chain]] = field(default_factory=dict)
+    nft: NftTable | None = None
+    recent: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def chain(self, table: str, name: str) -> Chain | None:
         return self.tables.get(table, {}).get(name)
@@ -189,6 +201,7 @@ class Packet:
     mark: int = 0
     dnat: bool = False
     snat: bool = False
+    established: bool = False  # an answer of a tracked connection (the reply path)
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,7 @@ class HookContext:
     in_iface: str | None = None
     out_iface: str | None = None
     masquerade_address: str | None = None  # primary address of out_iface
+    recent: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # Ruleset.recent
 
 
 @dataclass
@@ -419,7 +433,8 @@ def _cond(cond: Cond, pkt: Packet, ctx: HookContext, notes: list[str],
         mark, _, mask = value.partition("/")
         return pkt.mark & int(mask or "0xffffffff", 0) == int(mark, 0)
     if module in ("conntrack", "state") and key in ("ctstate", "state"):
-        states = {"NEW"} | ({"DNAT"} if pkt.dnat else set()) | ({"SNAT"} if pkt.snat else set())
+        states = {"ESTABLISHED" if pkt.established else "NEW"}
+        states |= ({"DNAT"} if pkt.dnat else set()) | ({"SNAT"} if pkt.snat else set())
         return bool(states & set(value.split(",")))
     if module == "statistic":
         if key == "mode":
@@ -433,12 +448,37 @@ def _cond(cond: Cond, pkt: Packet, ctx: HookContext, notes: list[str],
             return 1.0 - p if cond.negate else p
         return not cond.negate
     if module == "recent":
-        if key in ("rcheck", "update"):
-            notes.append(f"session affinity ({rule.chain}): no recent entry assumed")
-            return False
-        return not cond.negate
+        return _recent(key, rule, flow.src, ctx, notes) if key in ("rcheck", "update", "set") \
+            else not cond.negate
     if module == "icmp" and key == "icmp-type":
         return flow.proto == "icmp" and value in ("8", "echo-request", "any")
     notes.append(f"match -m {module} --{key} not modelled ({rule.chain} rule "
                  f"{rule.position}): taken as not matching")
     return cond.negate
+
+
+def _recent(key: str, rule: Rule, src: str, ctx: HookContext, notes: list[str]) -> bool:
+    """xt_recent, as kube-proxy uses it for sessionAffinity: ClientIP.
+
+    `--rcheck --seconds T` in the service chain matches when the client's address
+    is in the endpoint's list and was seen within T seconds: that endpoint is
+    taken with certainty, the random rules are never reached. `--set` on the
+    endpoint's DNAT rule always matches and (re)pins the client.
+    """
+    opts = {c.key: c.values[0] if c.values else "" for c in rule.conds if c.module == "recent"}
+    name = opts.get("name", "DEFAULT")
+    if key == "set":
+        target = rule.opt("to-destination") or rule.chain
+        note = f"session affinity: this connection pins {src} to {target} (recent --set {name})"
+        if note not in notes:
+            notes.append(note)
+        return True
+    age = ctx.recent.get(name, {}).get(src)
+    seconds = float(opts["seconds"]) if opts.get("seconds") else None
+    if age is None or (seconds is not None and age > seconds):
+        return False
+    note = (f"session affinity: {src} is pinned by recent list {name} (seen {age:.0f}s ago"
+            + (f", timeout {seconds:.0f}s)" if seconds is not None else ")"))
+    if note not in notes:
+        notes.append(note)
+    return True

@@ -9,15 +9,21 @@ replay recorded observations.
 from __future__ import annotations
 
 import errno
+import functools
+import gzip
 import ipaddress
+import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from netlab.errors import KernelError
 from netlab.kernel import netns
 from netlab.trace.labview import Listener
 from netlab.trace.model import Conntrack, FlowTuple
+from netlab.trace.netfilter import Ruleset, parse_save
 from netlab.trace.routing import NetState, Route
 
 COUNTED_TABLES = ("nat", "filter")
@@ -33,6 +39,125 @@ def ruleset_text(netns_name: str) -> str:
     from netlab.proxy.iptables.kernel import IptablesKernel
 
     return IptablesKernel(netns_name).save()
+
+
+def nft_table_text(netns_name: str) -> str:
+    """`nft list table ip kube-proxy` in the namespace; "" when the table is not there."""
+    from netlab.kernel.commands import run_in
+
+    proc = run_in(netns_name, ["nft", "list", "table", "ip", "kube-proxy"], check=False)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def nft_listing(netns_name: str) -> tuple[list[dict[str, Any]], str]:
+    """kube-proxy's nftables table: its JSON items and its `nft -a` text ([], "" if absent)."""
+    from netlab.proxy.nftables.kernel import NftKernel
+
+    return NftKernel(netns_name).list_table()
+
+
+def nft_rule_counters(netns_name: str) -> dict[tuple[str, str, int], int]:
+    """Packet counters of every rule of kube-proxy's nftables table, keyed like RuleHit."""
+    from netlab.proxy.nftables.kernel import NftKernel
+    from netlab.trace import nft
+
+    return nft.counters(NftKernel(netns_name).list_table()[0])
+
+
+def node_rules(netns_name: str, proxy_mode: str) -> Ruleset:
+    """A node's installed rules: iptables-legacy, kube-proxy's nftables table in nftables
+    mode, and the session-affinity lists the rules consult (xt_recent)."""
+    from netlab.trace import nft
+
+    rules = parse_save(ruleset_text(netns_name))
+    if proxy_mode == "nftables":
+        rules.nft = nft.parse_table(*nft_listing(netns_name))
+    rules.recent = recent_lists(netns_name)
+    return rules
+
+
+def recent_lists(netns_name: str) -> dict[str, dict[str, float]]:
+    """xt_recent lists of the namespace: list -> address -> seconds since last seen.
+
+    kube-proxy's iptables mode keeps one list per endpoint (`KUBE-SEP-…`) for
+    sessionAffinity: ClientIP. The kernel prints times in jiffies.
+    """
+    lists: dict[str, dict[str, float]] = {}
+    with netns.entered(netns_name):
+        folder = "/proc/thread-self/net/xt_recent"
+        if not os.path.isdir(folder):
+            return lists
+        now = _jiffies()
+        for name in os.listdir(folder):
+            with open(f"{folder}/{name}") as f:
+                lists[name] = parse_recent(f.read(), now, _hz())
+    return lists
+
+
+def parse_recent(text: str, now: int | None, hz: int) -> dict[str, float]:
+    """Addresses of one xt_recent list and their age in seconds (0 when `now` is unknown)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        fields = dict(zip(line.split()[1::2], line.split()[2::2], strict=False))
+        src = line.split()[0].removeprefix("src=") if line.startswith("src=") else None
+        if src is None or "last_seen:" not in fields:
+            continue
+        seen = int(fields["last_seen:"])
+        out[src] = max(0.0, (now - seen) / hz) if now is not None else 0.0
+    return out
+
+
+def forget_affinity(netns_name: str, entries: Iterable[tuple[str, str]]) -> None:
+    """Remove session-affinity entries (list or set name, address) a probe created.
+
+    The probe is a new connection, so kube-proxy's rules pinned its client to
+    the endpoint they chose; a trace leaves that pin behind no more than a
+    conntrack entry. xt_recent lists are written through /proc, nftables
+    affinity sets with `nft delete element`.
+    """
+    from netlab.kernel.commands import run_in
+
+    for name, address in entries:
+        if name.startswith("affinity-"):
+            run_in(netns_name, ["nft", "delete", "element", "ip", "kube-proxy", name,
+                                f"{{ {address} }}"], check=False)
+            continue
+        with netns.entered(netns_name), \
+                open(f"/proc/thread-self/net/xt_recent/{name}", "w") as f:
+            f.write(f"-{address}\n")
+
+
+def _jiffies() -> int | None:
+    try:
+        with open("/proc/timer_list") as f:
+            for line in f:
+                if line.startswith("jiffies: "):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _hz() -> int:
+    """The kernel's tick rate (CONFIG_HZ): from /proc/config.gz, else from the uptime.
+
+    jiffies start 300 s before wrapping 32 bits (INITIAL_JIFFIES), so
+    jiffies - 2**32 = HZ * (uptime - 300).
+    """
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            for line in f:
+                if line.startswith("CONFIG_HZ="):
+                    return int(line.split("=")[1])
+    except OSError:
+        pass
+    jiffies = _jiffies()
+    uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+    if jiffies is None or uptime < 600:
+        return 250
+    estimate = (jiffies - 2**32) / (uptime - 300)
+    return min((100, 250, 300, 1000), key=lambda hz: abs(hz - estimate))
 
 
 def rule_counters(netns_name: str) -> dict[tuple[str, str, int], int]:

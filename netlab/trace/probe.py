@@ -17,16 +17,22 @@ it through OUTPUT and POSTROUTING as it would a connect().
 from __future__ import annotations
 
 import contextlib
+import errno
 import secrets
 import socket
 from dataclasses import dataclass
 
+from netlab.errors import NetlabError
 from netlab.kernel import netns
 from netlab.trace.model import Encap, FlowTuple
 
 VXLAN_PORT = 8472
 TOKEN_PREFIX = b"knetlab-trace-"
+TOKEN_LENGTH = len(TOKEN_PREFIX) + 8  # the prefix and 4 random bytes in hex
 DNS_QUERY_NAME = "kubernetes.default.svc.cluster.local"
+IP_HEADER = 20
+L4_HEADER = {"tcp": 24, "udp": 8, "icmp": 8}  # the SYN carries an MSS option (4 bytes)
+MAX_IP_LENGTH = 65535
 
 
 @dataclass(frozen=True)
@@ -62,39 +68,87 @@ def bpf_filter(probe: ProbeId) -> str:
             f"or (udp and udp[8:4] = 0x{TOKEN_PREFIX[:4].hex()})")
 
 
-def payload_for(flow: FlowTuple, probe: ProbeId, dns_name: str | None = None) -> bytes:
-    """What a UDP or ICMP probe carries: a DNS query to port 53, netexec's echo otherwise."""
-    if flow.proto == "udp" and flow.dport == 53:
+def _is_dns(flow: FlowTuple) -> bool:
+    return flow.proto == "udp" and flow.dport == 53
+
+
+def _marks_length(flow: FlowTuple, dns_name: str | None) -> int:
+    """The payload a probe carries without --size: its marks, or the DNS query."""
+    if _is_dns(flow):
+        labels = [x for x in (dns_name or DNS_QUERY_NAME).rstrip(".").split(".") if x]
+        return 12 + sum(len(x) + 1 for x in labels) + 1 + 4  # header, QNAME, QTYPE+QCLASS
+    return {"tcp": 0, "udp": len(b"echo ") + TOKEN_LENGTH, "icmp": TOKEN_LENGTH}[flow.proto]
+
+
+def check_size(flow: FlowTuple, size: int | None) -> None:
+    """A payload size the probe can carry: its marks fit, and the packet is valid IPv4."""
+    if size is None:
+        return
+    if _is_dns(flow):
+        raise NetlabError("--size: a DNS probe carries one query, whose size is the name's; "
+                          "trace another port (or --proto icmp) to test an MTU")
+    least = _marks_length(flow, None)
+    most = MAX_IP_LENGTH - IP_HEADER - L4_HEADER[flow.proto]
+    if not least <= size <= most:
+        raise NetlabError(f"--size {size}: a {flow.proto} probe's payload is {least} to "
+                          f"{most} bytes (it carries its marks)")
+
+
+def packet_length(flow: FlowTuple, size: int | None = None, dns_name: str | None = None) -> int:
+    """The probe's IP length: headers and the payload (`size` bytes, or its marks)."""
+    check_size(flow, size)
+    payload = _marks_length(flow, dns_name) if size is None else size
+    return IP_HEADER + L4_HEADER[flow.proto] + payload
+
+
+def payload_for(flow: FlowTuple, probe: ProbeId, dns_name: str | None = None,
+                size: int | None = None) -> bytes:
+    """What a probe carries: a DNS query to UDP port 53, netexec's echo for other UDP ports,
+    the token for ICMP, nothing for a SYN; padded to `size` bytes when given."""
+    check_size(flow, size)
+    if _is_dns(flow):
         from scapy.layers.dns import DNS, DNSQR
 
         return bytes(DNS(id=probe.dns_id, rd=1, qd=DNSQR(qname=dns_name or DNS_QUERY_NAME)))
-    if flow.proto == "udp":
-        return b"echo " + probe.token
-    return probe.token
+    marks = {"tcp": b"", "udp": b"echo " + probe.token, "icmp": probe.token}[flow.proto]
+    return marks if size is None else marks + b"." * (size - len(marks))
 
 
-def build(flow: FlowTuple, probe: ProbeId, dns_name: str | None = None) -> bytes:
-    """The probe as IPv4 bytes (checksums filled in)."""
+def build(flow: FlowTuple, probe: ProbeId, dns_name: str | None = None,
+          size: int | None = None) -> bytes:
+    """The probe as IPv4 bytes (checksums filled in, DF set); `size`: payload bytes."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
 
     ip = IP(src=flow.src, dst=flow.dst, id=probe.ip_id, ttl=64, flags="DF")
+    payload = payload_for(flow, probe, dns_name, size)
     if flow.proto == "tcp":
         packet = ip / TCP(sport=flow.sport, dport=flow.dport, seq=probe.seq, flags="S",
                           window=64240, options=[("MSS", 1410)])
+        if payload:
+            packet = packet / payload
     elif flow.proto == "udp":
-        packet = ip / UDP(sport=flow.sport, dport=flow.dport) / payload_for(flow, probe,
-                                                                             dns_name)
+        packet = ip / UDP(sport=flow.sport, dport=flow.dport) / payload
     else:
-        packet = ip / ICMP(type=8, id=probe.icmp_id, seq=1) / payload_for(flow, probe)
+        packet = ip / ICMP(type=8, id=probe.icmp_id, seq=1) / payload
     return bytes(packet)
 
 
-def send(netns_name: str, data: bytes, dst: str) -> None:
-    """Send the IPv4 packet from inside the namespace; its kernel routes it."""
+def send(netns_name: str, data: bytes, dst: str) -> str | None:
+    """Send the IPv4 packet from inside the namespace; its kernel routes it.
+
+    Returns the kernel's refusal when the packet is larger than the outgoing
+    device's MTU (DF set: EMSGSIZE), which a trace reports as an MTU drop.
+    """
     with netns.entered(netns_name):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     with sock:
-        sock.sendto(data, (dst, 0))
+        try:
+            sock.sendto(data, (dst, 0))
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                raise
+            return "EMSGSIZE"
+    return None
 
 
 class PortHold:

@@ -41,21 +41,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def services_programmed(lab: Any) -> bool:
-    """Every Service port has its rule (or its no-endpoints REJECT) on every node."""
-    from netlab.trace.observe import ruleset_text
+    """Every Service port has its rules (or its no-endpoints verdict) on every node.
 
-    wanted = []
+    iptables mode: the port's `cluster IP` or `has no (local) endpoints` comment in
+    iptables-legacy-save. nftables mode: a chain named for the port
+    (`service-HASH-ns/name/proto/port`) or a no-endpoint map element commented with it.
+    """
+    from netlab.trace.observe import nft_table_text, ruleset_text
+
+    nft = lab.config.proxy_mode == "nftables"
+    wanted: list[tuple[str, str]] = []  # (iptables/nft comment, nft chain part)
     for svc in lab.objects.list("Service", None)[0]:
         spec = svc.get("spec") or {}
         if not spec.get("clusterIP") or spec.get("clusterIP") == "None":
             continue
         key = f"{svc['metadata'].get('namespace', 'default')}/{svc['metadata']['name']}"
         for port in spec.get("ports") or []:
-            wanted.append(f"{key}:{port['name']}" if port.get("name") else key)
+            name = port.get("name") or ""
+            proto = str(port.get("protocol", "TCP")).lower()
+            wanted.append((f"{key}:{name}" if name else key, f"{key}/{proto}/{name}"))
     for node in lab.info["nodes"]:
+        if nft:
+            text = nft_table_text(node["netns"])
+            if any(f"-{chain}" not in text and f'comment "{comment}"' not in text
+                   for comment, chain in wanted):
+                return False
+            continue
         text = ruleset_text(node["netns"])
         if any(f'"{w} cluster IP"' not in text and f'"{w} has no endpoints"' not in text
-               and f'"{w} has no local endpoints"' not in text for w in wanted):
+               and f'"{w} has no local endpoints"' not in text for w, _ in wanted):
             return False
     return True
 
@@ -104,7 +118,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 @pytest.fixture
 def trace(request: pytest.FixtureRequest, lab: Any) -> Callable[..., Trace]:
-    """`trace(src, dst, port=, proto=, mode="live"|"simulated"|"diff", ...) -> Trace`."""
+    """`trace(src, dst, port=, proto=, mode="live"|"simulated"|"diff", size=, ...) -> Trace`."""
     from netlab.trace.api import trace as run_trace
 
     made: list[Trace] = []

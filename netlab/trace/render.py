@@ -4,9 +4,11 @@ minimal  only what changed the packet (DNAT, SNAT, encapsulation) and where it
          ended, with constants that do not vary between runs (no ephemeral ports):
          the level tests should pin, and the same for a live trace and its
          simulated twin.
-summary  one line per hop; netfilter hooks only when they decided something.
+summary  one line per hop; netfilter hooks only when they decided something; the
+         answer's way back in one line.
 detailed every hop, every rule matched (with counter deltas when live),
-         conntrack entries, alternatives and the evidence behind each hop.
+         conntrack entries, alternatives and the evidence behind each hop, and the
+         answer's way back hop by hop (conntrack undoing the NAT).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ def render(trace: Trace, level: str = "summary") -> str:
         return json.dumps(trace.to_dict(), indent=2)
     if level == "minimal":
         return _minimal(trace)
+    detailed = level == "detailed"
     lines = [_header(trace)]
-    lines += _hops(trace, detailed=level == "detailed")
+    lines += _hops(trace.hops, detailed)
     lines.append(_result(trace))
+    if trace.reply_verdict is not None:
+        lines += _reply(trace, detailed)
     lines += [f"  note: {n}" for n in trace.notes]
     if trace.diff is not None:
         lines += _diff(trace)
@@ -35,8 +40,9 @@ def render(trace: Trace, level: str = "summary") -> str:
 
 
 def _header(trace: Trace) -> str:
+    size = f"  ({trace.size} bytes, DF)" if trace.size else ""
     return (f"trace {trace.trace_id}  {trace.source} -> {trace.destination}  "
-            f"[{trace.mode}]\n probe {trace.probe}")
+            f"[{trace.mode}]\n probe {trace.probe}{size}")
 
 
 def _stage(hop: Hop) -> str:
@@ -64,9 +70,9 @@ def _shown(hop: Hop, detailed: bool) -> bool:
     return detailed or not hop.stage.startswith("netfilter:") or hop.action != Action.FORWARDED
 
 
-def _hops(trace: Trace, detailed: bool) -> list[str]:
+def _hops(hops: list[Hop], detailed: bool) -> list[str]:
     lines = []
-    for hop in trace.hops:
+    for hop in hops:
         if not _shown(hop, detailed):
             continue
         lines.append(f"{hop.seq:>3} {hop.place:<28} {_stage(hop):<22} {_what(hop):<56} "
@@ -104,6 +110,17 @@ def _result(trace: Trace) -> str:
                      else "source NATed")
         text += f"\n  server sees {trace.server_sees.source} ({preserved})"
     return text
+
+
+def _reply(trace: Trace, detailed: bool) -> list[str]:
+    """The answer's way back: hop by hop in detailed, its NAT undone in one line otherwise."""
+    assert trace.reply_verdict is not None
+    head = f" reply: {trace.reply_verdict.value}  {trace.reply_reason}".rstrip()
+    if detailed:
+        return [head] + _hops(trace.reply, True)
+    undone = [f"{h.match.split(' (')[0]} on {h.node}" for h in trace.reply
+              if h.action == Action.TRANSLATED]
+    return [head + (f"  ({'; '.join(undone)})" if undone else "")]
 
 
 def minimal_lines(trace: Trace) -> list[str]:

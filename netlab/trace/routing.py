@@ -98,6 +98,9 @@ def node_state(view: LabView, machine: Machine) -> NetState:
     device = view.vxlan_device
     state.addresses[BRIDGE] = [machine.bridge_address or ""]
     state.mtu[BRIDGE] = view.config.pod_mtu
+    for pod in view.pods.values():  # the CNI plugin gives both veth ends the pod MTU
+        if pod.node == machine.name:
+            state.mtu[pod.host_veth] = view.config.pod_mtu
     state.routes.append(Route(machine.pod_cidr, BRIDGE, prefsrc=machine.bridge_address))
     if vxlan:
         state.addresses[device] = [machine.vtep_address or ""]

@@ -16,7 +16,7 @@ from netlab.trace.model import Conntrack, FlowTuple, RuleHit, Trace, Verdict
 from netlab.trace.netfilter import Outcome, Ruleset
 from netlab.trace.routing import NetState, node_state, pod_state
 from netlab.trace.targets import Destination, Source
-from netlab.trace.walk import Oracle, Seen, SocketAnswer, Walker, WalkResult
+from netlab.trace.walk import Oracle, Point, Seen, SocketAnswer, Walker, WalkResult
 
 SIMULATED_SPORT = 40000  # stands in for the ephemeral port a real client would get
 
@@ -61,9 +61,14 @@ class ModelOracle:
         del node
         return hits
 
-    def seen(self, netns: str, iface: str, direction: str) -> Seen | None:
-        del netns, iface, direction
+    def seen(self, netns: str, iface: str, direction: str,
+             kind: str = "probe") -> Seen | None:
+        del netns, iface, direction, kind
         return Seen()
+
+    def mtu_drop(self, beyond: Point) -> tuple[bool, tuple[str, ...]]:
+        del beyond
+        return True, ("model",)
 
     def conntrack(self, node: str) -> Conntrack | None:
         del node
@@ -87,22 +92,35 @@ def probe_flow(src: Source, dst: Destination, net: NetState, sport: int) -> Flow
     return FlowTuple(dst.proto, ip, sport, dst.ip, dst.port)
 
 
-def walk(view: LabView, oracle: Oracle, src: Source, flow: FlowTuple) -> WalkResult:
-    walker = Walker(view, oracle)
+def walk(view: LabView, oracle: Oracle, src: Source, flow: FlowTuple,
+         size: int = 0) -> tuple[WalkResult, WalkResult | None]:
+    """The probe's walk and, when something answers it, the answer's walk back."""
+    from netlab.trace.reply import walk_reply
+
+    walker = Walker(view, oracle, size)
     if src.pod is not None:
-        return walker.from_pod(src.pod, flow)
-    assert src.machine is not None
-    return walker.from_machine(src.machine, flow)
+        result = walker.from_pod(src.pod, flow)
+    else:
+        assert src.machine is not None
+        result = walker.from_machine(src.machine, flow)
+    return result, walk_reply(view, oracle, walker, flow)
 
 
 def make_trace(mode: str, src: Source, dst: Destination, flow: FlowTuple,
-               result: WalkResult, trace_id: str | None = None) -> Trace:
+               result: WalkResult, trace_id: str | None = None,
+               reply: WalkResult | None = None, size: int = 0) -> Trace:
+    notes = list(result.notes)
+    if reply is not None:
+        notes += [n for n in reply.notes if n not in notes]
     return Trace(trace_id=trace_id or new_trace_id(), mode=mode,
                  source=src.describe(flow.src), destination=dst.description, probe=flow,
                  hops=result.hops, verdict=result.verdict, reason=result.reason,
                  server_sees=result.server_sees if result.verdict == Verdict.DELIVERED
                  else None,
-                 delivered_to=result.delivered_to, notes=result.notes)
+                 delivered_to=result.delivered_to, notes=notes, size=size,
+                 reply=reply.hops if reply else [],
+                 reply_verdict=reply.verdict if reply else None,
+                 reply_reason=reply.reason if reply else "")
 
 
 def new_trace_id() -> str:
@@ -111,11 +129,22 @@ def new_trace_id() -> str:
 
 def simulate(view: LabView, rulesets: dict[str, Ruleset], src: Source, dst: Destination, *,
              sport: int = SIMULATED_SPORT, endpoint: str | None = None,
-             trace_id: str | None = None) -> Trace:
-    """The trace the model predicts, from `rulesets` (node name -> its installed rules)."""
+             trace_id: str | None = None, size: int | None = None) -> Trace:
+    """The trace the model predicts, from `rulesets` (node name -> its installed rules).
+
+    `size` is the probe's payload in bytes (None: the live probe's default).
+    """
+    from netlab.trace.probe import packet_length
+
     oracle = ModelOracle(view, rulesets, endpoint)
     net = oracle.net(src.netns) or NetState()
     flow = probe_flow(src, dst, net, 0 if dst.proto == "icmp" and sport == SIMULATED_SPORT
                       else sport)
-    result = walk(view, oracle, src, flow)
-    return make_trace("simulated", src, dst, flow, result, trace_id)
+    length = packet_length(flow, size, view_dns_name(view))
+    result, reply = walk(view, oracle, src, flow, length)
+    return make_trace("simulated", src, dst, flow, result, trace_id, reply, length)
+
+
+def view_dns_name(view: LabView) -> str:
+    """The name a DNS probe asks for: the `kubernetes` Service, always there."""
+    return f"kubernetes.default.svc.{view.config.cluster_domain}"

@@ -8,6 +8,12 @@ device saw the packet and whether a socket listens are questions to an `Oracle`.
 The simulator answers from the lab's model; the live trace answers from what the
 kernel showed (captures, counters, conntrack, its tables). Same walk, same hops,
 so the two can be compared line by line.
+
+A probe of known size is also checked against the MTU of each device it meets
+(DF is always set): where it does not fit, the walk ends with DROPPED mtu, in
+the way the kernel drops it there (EMSGSIZE for the sender, ICMP frag-needed
+when forwarding or encapsulating, silently on a veth or bridge port). The
+answer's way back is the same walk with conntrack in place of NAT (reply.py).
 """
 
 from __future__ import annotations
@@ -18,6 +24,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from netlab.node.cni import BRIDGE
+from netlab.trace.decisions import (
+    describe,
+    drop_reason,
+    service_in_comment,
+    service_of_chains,
+    verdict_reason,
+)
+from netlab.trace.hooks import evaluate_point
 from netlab.trace.labview import LabView, Machine, PodView
 from netlab.trace.model import (
     Action,
@@ -31,10 +45,12 @@ from netlab.trace.model import (
     RuleHit,
     Verdict,
 )
-from netlab.trace.netfilter import HookContext, Outcome, Packet, Ruleset, evaluate
+from netlab.trace.netfilter import HookContext, Outcome, Packet, Ruleset
 from netlab.trace.routing import NetState, Route
 
 MAX_HOPS = 64
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
+Point = tuple[str, str, str]  # (netns, interface, direction): where a capture sees a packet
 
 
 @dataclass(frozen=True)
@@ -65,7 +81,14 @@ class Oracle(Protocol):
 
     def counters(self, node: str, hits: list[RuleHit]) -> list[RuleHit]: ...
 
-    def seen(self, netns: str, iface: str, direction: str) -> Seen | None: ...
+    def seen(self, netns: str, iface: str, direction: str,
+             kind: str = "probe") -> Seen | None:
+        """The probe (or, kind "reply", the answer) captured at this point, consumed."""
+        ...
+
+    def mtu_drop(self, beyond: Point) -> tuple[bool, tuple[str, ...]]:
+        """A too-big probe at a device: was it dropped there (never seen `beyond`)? Evidence."""
+        ...
 
     def conntrack(self, node: str) -> Conntrack | None: ...
 
@@ -80,6 +103,8 @@ class WalkResult:
     server_sees: FlowTuple | None = None
     delivered_to: str | None = None
     notes: list[str] = field(default_factory=list)
+    end_netns: str | None = None  # where a socket took (or refused) the packet
+    drop_reason: DropReason | None = None
 
 
 class _Stop(Exception):
@@ -87,10 +112,17 @@ class _Stop(Exception):
 
 
 class Walker:
-    def __init__(self, view: LabView, oracle: Oracle) -> None:
+    """Walks the probe from its source; `size` (its IP length) is checked against MTUs."""
+
+    kind = "probe"  # what the captures are asked for
+
+    def __init__(self, view: LabView, oracle: Oracle, size: int = 0) -> None:
         self.view = view
         self.oracle = oracle
+        self.size = size
         self.result = WalkResult()
+        # node -> [the flow as the node's conntrack first saw it, the flow after its NAT]
+        self.bindings: dict[str, list[FlowTuple]] = {}
 
     # entry points -------------------------------------------------------------------
     def from_pod(self, pod: PodView, flow: FlowTuple) -> WalkResult:
@@ -120,17 +152,43 @@ class Walker:
     def _finish(self, verdict: Verdict, reason: str) -> None:
         self.result.verdict = verdict
         self.result.reason = reason
+        self.result.drop_reason = next((h.drop_reason for h in reversed(self.result.hops)
+                                        if h.drop_reason), None)
         raise _Stop
 
     def _check_seen(self, netns: str, iface: str, direction: str, where: str) -> Seen | None:
-        """Live: the capture at this point, or end the walk where the probe was lost."""
-        seen = self.oracle.seen(netns, iface, direction)
+        """Live: the capture at this point, or end the walk where the packet was lost."""
+        seen = self.oracle.seen(netns, iface, direction, self.kind)
         if seen is None and self.oracle.live:
-            last = self.result.hops[-1].place if self.result.hops else "the source"
-            self.result.notes.append(f"probe not captured on {where} ({iface} {direction})")
+            what = "probe" if self.kind == "probe" else "answer"
+            last = self.result.hops[-1].place if self.result.hops else "the start"
+            self.result.notes.append(f"{what} not captured on {where} ({iface} {direction})")
             self._finish(Verdict.TIMEOUT,
-                         f"probe last seen at {last}; never seen on {where} {iface}")
+                         f"{what} last seen at {last}; never seen on {where} {iface}")
         return seen
+
+    # MTU ----------------------------------------------------------------------------
+    def _too_big(self, state: NetState | None, dev: str, extra: int = 0) -> int | None:
+        """The device's MTU when the probe (plus `extra` header bytes) does not fit it."""
+        if not self.size or state is None:
+            return None
+        mtu = state.mtu.get(dev)
+        return mtu if mtu and self.size + extra > mtu else None
+
+    def _mtu_drop(self, mtu: int | None, beyond: Point, how: str, why: str,
+                  **hop: Any) -> None:
+        """End the walk with DROPPED mtu here, unless a capture shows the packet went on."""
+        if mtu is None:
+            return
+        dropped, evidence = self.oracle.mtu_drop(beyond)
+        if not dropped:
+            self.result.notes.append(f"{self.size}-byte probe exceeds {beyond[1]}'s MTU "
+                                     f"{mtu} but was captured beyond it")
+            return
+        hop.setdefault("before", hop.get("after"))
+        self._hop(action=Action.DROPPED, drop_reason=DropReason.MTU, evidence=evidence,
+                  match=how, **hop)
+        self._finish(Verdict.DROPPED, why)
 
     def _state(self, netns: str) -> NetState:
         state = self.oracle.net(netns)
@@ -144,8 +202,6 @@ class Walker:
         node = self.view.machines[pod.node]
         state = self._state(pod.netns)
         route = state.lookup(flow.dst)
-        seen = self._check_seen(pod.netns, "eth0", "egress", f"pod {pod.key}") \
-            if route else None
         if route is None or route.kind != "unicast":
             self._hop(node=pod.node, netns=pod.netns, pod=pod.key, stage="route",
                       interface="eth0", direction="egress", before=flow, after=flow,
@@ -153,10 +209,24 @@ class Walker:
                       drop_reason=DropReason.NO_ROUTE)
             self._finish(Verdict.DROPPED, f"no route to {flow.dst} in pod {pod.key}")
         assert route is not None
+        self._not_sent(pod.node, pod.netns, pod.key, route.dev, route, flow, f"pod {pod.key}")
+        seen = self._check_seen(pod.netns, "eth0", "egress", f"pod {pod.key}")
         self._hop(node=pod.node, netns=pod.netns, pod=pod.key, stage="route",
                   interface="eth0", direction="egress", match=str(route), before=flow,
                   after=flow, action=Action.FORWARDED, evidence=self._ev(seen, "kernel route"))
         self._bridge_in(node, pod, Packet(flow), routed=route.gateway is not None)
+
+    def _not_sent(self, node: str, netns: str, pod: str | None, dev: str, route: Route,
+                  flow: FlowTuple, who: str) -> None:
+        """A locally sent probe larger than its device's MTU: the kernel refuses (EMSGSIZE)."""
+        mtu = self._too_big(self.oracle.net(netns), dev)
+        self._mtu_drop(
+            mtu, (netns, dev, "egress"),
+            f"{route}; {self.size}-byte packet > {dev} mtu {mtu}, DF: not sent (EMSGSIZE)",
+            f"{self.size}-byte packet does not fit {dev} of {who} (MTU {mtu}) and DF is set: "
+            "the kernel refuses to send it (EMSGSIZE)",
+            node=node, netns=netns, pod=pod, stage="route", interface=dev,
+            direction="egress", after=flow)
 
     def _ext_egress(self, machine: Machine, flow: FlowTuple) -> None:
         state = self._state(machine.netns)
@@ -168,6 +238,7 @@ class Walker:
                       drop_reason=DropReason.NO_ROUTE)
             self._finish(Verdict.DROPPED, f"no route to {flow.dst} on {machine.name}")
         assert route is not None
+        self._not_sent(machine.name, machine.netns, None, route.dev, route, flow, machine.name)
         seen = self._check_seen(machine.netns, route.dev, "egress", machine.name)
         self._hop(node=machine.name, netns=machine.netns, stage="route", interface=route.dev,
                   direction="egress", match=str(route), before=flow, after=flow,
@@ -182,6 +253,15 @@ class Walker:
     # the node -----------------------------------------------------------------------
     def _bridge_in(self, node: Machine, pod: PodView, pkt: Packet, routed: bool) -> None:
         """A frame from a pod's veth into cni0: to the host (routed) or to another port."""
+        mtu = self._too_big(self.oracle.net(node.netns), pod.host_veth)
+        self._mtu_drop(
+            mtu, (node.netns, pod.host_veth, "ingress"),
+            f"{self.size}-byte frame > {pod.host_veth} mtu {mtu}: dropped by the veth, "
+            "no ICMP",
+            f"{self.size}-byte packet from pod {pod.key} is larger than the MTU of its veth "
+            f"peer {pod.host_veth} on {node.name} ({mtu}): the veth drops it silently",
+            node=node.name, netns=node.netns, stage=f"bridge:{BRIDGE}",
+            interface=pod.host_veth, direction="ingress", after=pkt.flow)
         seen = self._check_seen(node.netns, pod.host_veth, "ingress", node.name)
         target = None if routed else self.view.pod_by_ip(pkt.flow.dst)
         match = f"port {pod.host_veth} -> up to host ({BRIDGE} {node.bridge_address})" \
@@ -214,11 +294,19 @@ class Walker:
                       evidence=self._ev(None, "kernel route"))
             self._finish(Verdict.DROPPED, f"no route to {pkt.flow.dst} on {node.name}")
         assert route is not None
+        mtu = None if route.kind == "local" else self._too_big(state, route.dev)
+        self._mtu_drop(
+            mtu, (node.netns, route.dev, "egress"),
+            f"{route}; {self.size}-byte packet > {route.dev} mtu {mtu}, DF: ICMP frag-needed",
+            f"{self.size}-byte packet does not fit {route.dev} on {node.name} (MTU {mtu}) and "
+            f"DF is set: dropped, ICMP frag-needed (mtu {mtu}) to {pkt.flow.src}",
+            node=node.name, netns=node.netns, stage="route", interface=route.dev,
+            after=pkt.flow)
         self._hop(node=node.name, netns=node.netns, stage="route", before=pkt.flow,
                   after=pkt.flow, match=str(route), action=Action.FORWARDED,
                   interface=route.dev, evidence=self._ev(None, "kernel route"))
         if route.kind == "local":
-            pkt = self._hook(node, "filter", "INPUT", pkt, iif, None)
+            pkt = self._local_in(node, pkt, iif)
             self._socket(node.name, node.netns, None, pkt.flow, f"node {node.name}")
             return
         pkt = self._hook(node, "filter", "FORWARD", pkt, iif, route.dev)
@@ -244,6 +332,8 @@ class Walker:
                       action=Action.DROPPED, drop_reason=DropReason.NO_ROUTE)
             self._finish(Verdict.DROPPED, f"no route to {pkt.flow.dst} on {node.name}")
         assert route is not None
+        self._not_sent(node.name, node.netns, None, route.dev, route, pkt.flow,
+                       f"node {node.name}")
         self._hop(node=node.name, netns=node.netns, stage="route", before=pkt.flow,
                   after=pkt.flow, match=str(route), action=Action.FORWARDED,
                   interface=route.dev, evidence=self._ev(None, "kernel route"))
@@ -251,6 +341,10 @@ class Walker:
         pkt = self._hook(node, "nat", "POSTROUTING", pkt, None, route.dev,
                          state.primary_address(route.dev))
         self._egress(node, pkt, route, state, None)
+
+    def _local_in(self, node: Machine, pkt: Packet, iif: str | None) -> Packet:
+        """Local delivery on a node: filter INPUT (the reply walk also undoes DNAT here)."""
+        return self._hook(node, "filter", "INPUT", pkt, iif, None)
 
     def _egress(self, node: Machine, pkt: Packet, route: Route, state: NetState,
                 from_pod: PodView | None) -> None:
@@ -276,6 +370,17 @@ class Walker:
             self._finish(Verdict.DROPPED, f"nobody answers ARP for {pkt.flow.dst} on "
                                           f"{BRIDGE} of {node.name}")
         assert target is not None
+        for netns, dev, where in ((node.netns, target.host_veth, "egress"),
+                                  (target.netns, "eth0", "ingress")):
+            mtu = self._too_big(self.oracle.net(netns), dev)
+            self._mtu_drop(
+                mtu, (netns, dev, where),
+                f"{self.size}-byte frame > {dev} mtu {mtu}: dropped, no ICMP",
+                f"{self.size}-byte packet is larger than the MTU of {dev} "
+                f"({'pod ' + target.key if netns == target.netns else node.name}, {mtu}): "
+                "dropped silently on the way to the pod",
+                node=node.name, netns=node.netns, stage=f"bridge:{BRIDGE}",
+                interface=target.host_veth, direction="egress", after=pkt.flow)
         seen = self._check_seen(node.netns, target.host_veth, "egress", node.name)
         hairpin = from_pod is not None and from_pod.host_veth == target.host_veth
         match = f"{BRIDGE} -> port {target.host_veth}" + (" (hairpin)" if hairpin else "")
@@ -300,10 +405,21 @@ class Walker:
                       action=Action.DROPPED, drop_reason=DropReason.NO_NEIGHBOUR)
             self._finish(Verdict.DROPPED, f"{device} on {node.name} has no VTEP for {gateway}")
         assert remote is not None
+        mtu = self._too_big(state, "eth0", VXLAN_OVERHEAD)
+        self._mtu_drop(
+            mtu, (node.netns, "eth0", "egress"),
+            f"{self.size}+{VXLAN_OVERHEAD}-byte outer packet > eth0 mtu {mtu}: ICMP "
+            f"frag-needed (mtu {(mtu or 0) - VXLAN_OVERHEAD})",
+            f"{self.size}-byte packet plus VXLAN's {VXLAN_OVERHEAD} bytes does not fit eth0 of "
+            f"{node.name} (MTU {mtu}), and DF is set: {device} drops it and answers ICMP "
+            f"frag-needed (mtu {(mtu or 0) - VXLAN_OVERHEAD})",
+            node=node.name, netns=node.netns, stage="vxlan:encap", interface=device,
+            direction="egress", after=pkt.flow)
         self._check_seen(node.netns, device, "egress", node.name)
         outer = self._check_seen(node.netns, "eth0", "egress", node.name)
         encap = outer.encap if outer and outer.encap else Encap(
             node.address, remote, self.view.config.vxlan_port, self.view.config.vxlan_vni)
+        encap = replace(encap, mtu=state.mtu.get(device))
         self._hop(node=node.name, netns=node.netns, stage="vxlan:encap", interface=device,
                   direction="egress", before=pkt.flow, after=self._flow(outer, pkt.flow),
                   encap=encap, action=Action.ENCAP,
@@ -325,6 +441,14 @@ class Walker:
                       drop_reason=DropReason.NO_NEIGHBOUR)
             self._finish(Verdict.DROPPED, f"{why} ({pkt.flow.dst})")
         assert target is not None
+        mtu = self._too_big(self.oracle.net(target.netns), "eth0",
+                            VXLAN_OVERHEAD if encap else 0)
+        self._mtu_drop(
+            mtu, (target.netns, "eth0", "ingress"),
+            f"{self.size}-byte packet > eth0 mtu {mtu} of {target.name}: dropped, no ICMP",
+            f"the packet is larger than the MTU of {target.name}'s eth0 ({mtu}): the veth "
+            "drops it silently", node="underlay", netns=netns, stage="underlay",
+            interface="br-underlay", encap=encap, after=pkt.flow)
         seen = self._check_seen(netns, target.underlay_port, "egress", "the underlay")
         self._hop(node="underlay", netns=netns, stage="underlay", interface="br-underlay",
                   before=pkt.flow, after=pkt.flow, encap=encap, action=Action.FORWARDED,
@@ -359,8 +483,8 @@ class Walker:
               oif: str | None, masq: str | None = None) -> Packet:
         ruleset = self.oracle.ruleset(node.name)
         state = self._state(node.netns)
-        ctx = HookContext(state.is_local, iif, oif, masq)
-        outcomes = evaluate(ruleset, table, hook, pkt, ctx)
+        ctx = HookContext(state.is_local, iif, oif, masq, ruleset.recent)
+        outcomes = evaluate_point(ruleset, table, hook, pkt, ctx)
         chosen, observed, notes = self.oracle.choose(node.name, f"{table}/{hook}", outcomes,
                                                      pkt.flow)
         self.result.notes.extend(n for n in notes + chosen.notes if n not in self.result.notes)
@@ -371,23 +495,24 @@ class Walker:
         action = Action.FORWARDED
         drop = None
         if chosen.verdict == "REJECT":
-            action, drop = Action.REJECTED, _reason(decisive)
+            action, drop = Action.REJECTED, drop_reason(hits)
         elif chosen.verdict == "DROP":
-            action, drop = Action.DROPPED, _reason(decisive)
+            action, drop = Action.DROPPED, drop_reason(hits)
         elif chosen.nat:
             action = Action.TRANSLATED
         alternatives = tuple(
             Alternative(o.packet.flow.destination, round(o.probability, 4),
                         self._k8s_ref(o.decisive, o.hits, o.packet.flow))
             for o in outcomes if o is not chosen and o.nat == "DNAT")
-        match = _describe(chosen, pkt.flow, after.flow)
+        match = describe(chosen, pkt.flow, after.flow)
         evidence: tuple[str, ...] = ("rules",)
         if self.oracle.live:
-            confirmed = [h for h in hits if h.counter]
-            evidence = (f"counters +{len(confirmed)}/{len(hits)} rules",) if hits else ()
+            counted = [h for h in hits if h.counter is not None]  # map elements have none
+            confirmed = [h for h in counted if h.counter]
+            evidence = (f"counters +{len(confirmed)}/{len(counted)} rules",) if counted else ()
         ct = self.oracle.conntrack(node.name) if chosen.nat else None
         if ct is None and chosen.nat and not self.oracle.live:
-            ct = Conntrack("NEW", pkt.flow, _reply_of(after.flow), after.mark,
+            ct = Conntrack("NEW", pkt.flow, after.flow.reverse(), after.mark,
                            ("DST_NAT",) if chosen.nat == "DNAT" else ("SRC_NAT",))
         if ct is not None and self.oracle.live:
             evidence += ("conntrack",)
@@ -396,10 +521,12 @@ class Walker:
                   drop_reason=drop, alternatives=alternatives, rules=tuple(hits),
                   conntrack=ct, evidence=evidence, interface=iif if hook in (
                       "PREROUTING", "INPUT") else oif)
+        binding = self.bindings.setdefault(node.name, [pkt.flow, pkt.flow])
+        binding[1] = after.flow
         if chosen.verdict == "REJECT":
-            self._finish(Verdict.REJECTED, _verdict_reason(decisive, chosen.reject_with))
+            self._finish(Verdict.REJECTED, verdict_reason(hits, chosen.reject_with))
         if chosen.verdict == "DROP":
-            self._finish(Verdict.DROPPED, _verdict_reason(decisive, None))
+            self._finish(Verdict.DROPPED, verdict_reason(hits, None))
         return after
 
     def _k8s_ref(self, decisive: RuleHit | None, hits: list[RuleHit],
@@ -407,7 +534,7 @@ class Walker:
         """The Service port named in the rules' comments and the endpoint the DNAT chose."""
         service = port_name = None
         for hit in hits:
-            found = _service_in_comment(hit.comment)
+            found = service_in_comment(hit.comment) or service_of_chains(hit)
             if found:
                 service, port_name = found
                 break
@@ -437,6 +564,7 @@ class Walker:
         answer = self.oracle.socket(netns, flow)
         port = "" if flow.proto == "icmp" else f":{flow.dport}"
         self.result.server_sees = flow
+        self.result.end_netns = netns
         if answer.listening is False:
             self._hop(node=node, netns=netns, pod=pod.key if pod else None, stage="socket",
                       interface="eth0", direction="ingress", before=flow, after=flow,
@@ -452,52 +580,3 @@ class Walker:
         self.result.delivered_to = who
         self._finish(Verdict.DELIVERED, f"{who} received {flow}")
 
-
-def _reply_of(flow: FlowTuple) -> FlowTuple:
-    return FlowTuple(flow.proto, flow.dst, flow.dport, flow.src, flow.sport)
-
-
-def _service_in_comment(comment: str) -> tuple[str, str | None] | None:
-    """`ns/name:port ...` at the start of kube-proxy's comments -> (ns/name, port)."""
-    words = comment.replace('"', "").split()
-    for word in words:
-        if word.count("/") == 1 and not word[0].isdigit():
-            svc, _, port = word.partition(":")
-            return svc, port or None
-    return None
-
-
-def _reason(hit: RuleHit | None) -> DropReason:
-    comment = hit.comment if hit else ""
-    if "has no local endpoints" in comment:
-        return DropReason.NO_LOCAL_ENDPOINTS
-    if "has no endpoints" in comment:
-        return DropReason.NO_ENDPOINTS
-    return DropReason.FILTERED
-
-
-def _verdict_reason(hit: RuleHit | None, reject_with: str | None) -> str:
-    if hit is None:
-        return "chain policy"
-    text = f"{hit.table} {hit.chain}: {hit.comment or hit.rule}"
-    reason = _reason(hit)
-    if reason == DropReason.NO_LOCAL_ENDPOINTS:
-        text += " (externalTrafficPolicy/internalTrafficPolicy Local: no endpoint on this node)"
-    if reject_with:
-        text += f" ({reject_with})"
-    return text
-
-
-def _describe(outcome: Outcome, before: FlowTuple, after: FlowTuple) -> str:
-    decisive = outcome.decisive
-    if outcome.nat == "DNAT":
-        return f"DNAT {before.destination} -> {after.destination}"
-    if outcome.nat in ("SNAT", "MASQUERADE"):
-        return f"{outcome.nat} {before.src} -> {after.src}"
-    if decisive and (outcome.verdict in ("DROP", "REJECT") or decisive.target == "ACCEPT"):
-        why = f'"{decisive.comment}"' if decisive.comment else f"rule {decisive.position}"
-        return f"{decisive.chain} {why} -j {decisive.target}"
-    if not outcome.hits:
-        return "no rule matched (policy ACCEPT)"
-    count = len(outcome.hits)
-    return f"{count} rule{'s' if count > 1 else ''} matched, none decided (policy ACCEPT)"

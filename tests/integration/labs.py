@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+from collections.abc import Iterator
 from typing import Any
 
 WEB = {
@@ -38,14 +41,42 @@ def pod(name: str, node: str | None = None, **spec: Any) -> dict[str, Any]:
             "metadata": {"name": name, "labels": {"app": name}}, "spec": body}
 
 
+STORE_ENV = "KNETLAB_TEST_STORE"
+
+
+def store_backend() -> str:
+    """The store the suite's labs use: sqlite (default) or etcd (KNETLAB_TEST_STORE=etcd)."""
+    backend = os.environ.get(STORE_ENV, "sqlite")
+    if backend not in ("sqlite", "etcd"):
+        raise ValueError(f"{STORE_ENV}={backend!r}: use sqlite or etcd")
+    return backend
+
+
+def with_suite_store(data: dict[str, Any]) -> dict[str, Any]:
+    """Lab data on the suite's store backend (an etcd lab runs its own member)."""
+    return {**data, "store": {"backend": "etcd"}} if store_backend() == "etcd" else data
+
+
+@contextlib.contextmanager
+def suite_store_url(tmp_dir: Any) -> Iterator[str]:
+    """A store URL on the suite's backend, for tests that run components without a lab."""
+    if store_backend() == "etcd":
+        from netlab.store.etcd_server import LocalEtcd
+
+        with LocalEtcd() as member:
+            yield member.url
+    else:
+        yield f"sqlite://{tmp_dir}/store.db"
+
+
 def lab_data(name: str, backend: str = "vxlan") -> dict[str, Any]:
-    return {
+    return with_suite_store({
         "name": name,
         "nodes": [{"name": "control-plane", "role": "control-plane"},
                   {"name": "worker-1", "role": "worker"},
                   {"name": "worker-2", "role": "worker"}],
         "network": {"backend": backend},
-    }
+    })
 
 
 def manifests_file(tmp_dir: Any, objs: list[dict[str, Any]]) -> str:

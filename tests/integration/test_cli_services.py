@@ -22,6 +22,7 @@ from netlab.cli.main import main
 from netlab.lab import lifecycle
 from netlab.lab.session import RunningLab, start_lab
 from tests.hoststate import HostState
+from tests.integration.labs import with_suite_store
 from tests.integration.svc_traffic import Client, eventually, own_footprint
 
 pytestmark = [pytest.mark.root, pytest.mark.integration]
@@ -32,7 +33,7 @@ TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[RunningLab]:
-    data = yaml.safe_load((TOPOLOGIES / "default.yaml").read_text())
+    data = with_suite_store(yaml.safe_load((TOPOLOGIES / "default.yaml").read_text()))
     data["dns"] = {"enabled": False}  # the demo minus DNS: not what these commands show
     before = HostState.capture(LAB)
     running = start_lab(data, LAB, base_dir=TOPOLOGIES)

@@ -21,6 +21,7 @@ from netlab.control.pods import request_pod_deletion
 from netlab.control.servicealloc import admit_service
 from netlab.store import open_store
 from netlab.store.objects import Objects
+from tests.integration.labs import suite_store_url
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +81,14 @@ def start_control_plane(url: str) -> tuple[threading.Event, threading.Thread]:
 
 @pytest.fixture
 def lab(tmp_path):
-    url = f"sqlite://{tmp_path}/store.db"
-    objects = Objects(open_store(url))
-    stop, thread = start_control_plane(url)
-    lab = Lab(url, objects, stop, thread)
-    yield lab
-    lab.stop.set()
-    lab.thread.join(timeout=5)
-    objects.store.close()
+    with suite_store_url(tmp_path) as url:
+        objects = Objects(open_store(url))
+        stop, thread = start_control_plane(url)
+        lab = Lab(url, objects, stop, thread)
+        yield lab
+        lab.stop.set()
+        lab.thread.join(timeout=5)
+        objects.store.close()
 
 
 def play_agents(objects: Objects) -> None:

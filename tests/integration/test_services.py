@@ -1,20 +1,28 @@
-"""Services through the kernel, after the Kubernetes e2e Service tests (issue 3).
+"""Services through the kernel, after the Kubernetes e2e Service tests (issues 3 and 6).
 
 Each test is named after the e2e test it mirrors (the docstring quotes the e2e
-name; ux-anchors.md §6). One lab serves the module; it holds three netexec
+name; ux-anchors.md §6). Every test runs once per proxy mode (iptables,
+nftables, ipvs), each mode on a lab of its own; IPVS needs ip_vs and dummy, so
+its run is skipped, with the kernel's reason, on hosts whose kernel lacks them
+(tests/vm/test_ipvs_services.py runs it inside a VM). A lab holds three netexec
 backends labelled `tier=be` (b1 on worker-1, b2 and b3 on worker-2) and two
 client pods (c1 on worker-1, c2 on worker-2). Every test makes its own Services
-(and pods, where it needs them) and removes them again; the lab's host footprint
-is checked at the end.
+(and pods, where it needs them) and removes them again; the lab's host
+footprint is checked at the end.
+
+Where kube-proxy's own modes behave differently, the test says what each mode
+does (`MODE_DIFFERENCES`: an expected failure, strict, with the reason), so a
+mode that starts to behave like another is noticed too.
 
 Traffic is real: each request is a new TCP connection or UDP socket made inside a
 pod, node or `ext` namespace (tests/integration/svc_traffic.py), so it crosses
-veths, the cni0 bridge, VXLAN and the proxy's iptables rules in the kernel.
+veths, the cni0 bridge, VXLAN and the proxy's rules (or IPVS) in the kernel.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -31,14 +39,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from netlab.api import keys
 from netlab.lab import lifecycle
 from netlab.lab.session import RunningLab, start_lab
+from netlab.proxy import modes
 from netlab.proxy.rules_view import read_rules
 from tests.hoststate import HostState
 from tests.integration.labs import lab_data, pod
-from tests.integration.svc_traffic import Client, eventually, own_footprint
+from tests.integration.svc_traffic import Client, eventually
 
 pytestmark = [pytest.mark.root, pytest.mark.integration]
 
-LAB = "sv-svc"
+MODES = ("iptables", "nftables", "ipvs")
+LABS = {"iptables": "ipvs-sv-ipt", "nftables": "ipvs-sv-nft", "ipvs": "ipvs-sv-ipvs"}
 BACKENDS = {"b1": "worker-1", "b2": "worker-2", "b3": "worker-2"}
 CLIENTS = {"c1": "worker-1", "c2": "worker-2"}
 EXT_IP = "192.168.10.100"  # the lab file's default `ext` address
@@ -71,20 +81,68 @@ def service(name: str, selector: dict[str, str] | None = None,
             "metadata": {"name": name, "labels": labels or {}}, "spec": body}
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[RunningLab]:
-    before = HostState.capture(LAB)
-    data = lab_data(LAB)
+# (test, mode) -> why kube-proxy's mode behaves otherwise there. Each is an expected
+# failure, strict: the day that mode behaves like the others, the test says so.
+MODE_DIFFERENCES = {
+    ("test_respect_internal_traffic_policy_local_pod_to_pod", "ipvs"):
+        "kube-proxy's IPVS mode keeps the virtual server of an internalTrafficPolicy=Local "
+        "Service on a node without local endpoints, with no real server: the kernel answers "
+        "ICMP port unreachable (refused) where iptables and nftables mode DROP (a timeout)",
+    ("test_external_traffic_policy_local_keeps_the_client_ip", "ipvs"):
+        "kube-proxy's IPVS mode gives an externalTrafficPolicy=Local NodePort on a node "
+        "without local endpoints every endpoint (kubernetes PR #97081); flannel masquerades "
+        "traffic from outside the pod network to another node's pods (`! -s 10.244.0.0/16 "
+        "-d 10.244.0.0/16`), so the answer finds its way back and the connection succeeds, "
+        "without the client's address, where iptables and nftables mode DROP (a timeout)",
+}
+# Tests of the API server and the store, not of the proxy: run once, in iptables mode.
+PROXY_INDEPENDENT = ("test_bad_service_is_refused_with_a_clear_message",)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def lab(request: pytest.FixtureRequest) -> Iterator[RunningLab]:
+    mode = request.param
+    missing = modes.ipvs_missing() if mode == "ipvs" else []
+    if missing:
+        pytest.skip(f"proxy mode ipvs: this kernel lacks {' and '.join(missing)} "
+                    "(tests/vm runs these in a VM)")
+    name = LABS[mode]
+    before = HostState.capture(name)
+    data = lab_data(name)
     data["dns"] = {"enabled": False}  # not under test here; two fewer pods to wait for
-    running = start_lab(data, LAB)
+    data["proxy"] = {"mode": mode}
+    running = start_lab(data, name)
     try:
         running.apply([backend(n, node, {"tier": "be"}) for n, node in BACKENDS.items()]
                       + [pod(n, node) for n, node in CLIENTS.items()])
         running.wait_ready()
         yield running
     finally:
-        lifecycle.down(LAB)
-    assert own_footprint(HostState.capture(LAB)).differences(own_footprint(before)) == []
+        lifecycle.down(name)
+    assert lab_footprint(HostState.capture(name), name).differences(
+        lab_footprint(before, name)) == []
+
+
+def lab_footprint(state: HostState, lab: str) -> HostState:
+    """The host state with only what this lab makes, namespaces and processes.
+
+    A lab names its namespaces `nl-<lab>-*` and starts its processes with
+    `--state-dir /run/knetlab/<lab>` (and records both), so that is all it can
+    leave behind; namespaces and processes of other people's tests and tools
+    come and go while this module runs on a shared machine (and a guest's /etc
+    shows the host's, changes included).
+    """
+    prefix = f"nl-{lab}-"
+
+    def keep(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(n for n in names if n.startswith(prefix))
+
+    return dataclasses.replace(
+        state, netns=keep(state.netns), etc_netns=keep(state.etc_netns),
+        run_netns=keep(state.run_netns),
+        mounts=tuple(m for m in state.mounts
+                     if f"/{prefix}" in m or m in ("/run/netns", "/etc/netns")),
+        processes=tuple(p for p in state.processes if f"/run/knetlab/{lab} " in p + " "))
 
 
 class Made:
@@ -127,11 +185,42 @@ def node_port(lab: RunningLab, name: str, index: int = 0) -> int:
     return lab.objects.get("Service", "default", name)["spec"]["ports"][index]["nodePort"]
 
 
+def view_of(lab: RunningLab, node: str, name: str):  # type: ignore[no-untyped-def]
+    """kube-proxy's state on `node` for default/<name>, in the lab's mode."""
+    mode = lab.config.proxy_mode
+    services = lab.objects.list("Service")[0] if mode == "ipvs" else ()
+    return read_rules(lab.netns(node), service=f"default/{name}", mode=mode, services=services)
+
+
 def rules_of(lab: RunningLab, node: str, name: str) -> list[str]:
-    """Every kube-proxy rule on `node` that implements default/<name>."""
-    view = read_rules(lab.netns(node), service=f"default/{name}")
-    return [f"{r.table} {r.chain} {r.spec}" for ports in view.services.values()
+    """Every kube-proxy rule (IPVS: real server, ipset member) on `node` for default/<name>."""
+    return [f"{r.table} {r.chain} {r.spec}" for ports in view_of(lab, node, name).services.values()
             for p in ports for r in p.rules]
+
+
+def ports_with_rules(lab: RunningLab, node: str, name: str) -> set[str]:
+    return {p.port for ports in view_of(lab, node, name).services.values() for p in ports}
+
+
+def sends_to(lab: RunningLab, ip: str, port: int) -> str:
+    """How the mode's rules spell "to this endpoint"."""
+    return {"iptables": f"--to-destination {ip}:{port}", "nftables": f"dnat to {ip}:{port}",
+            "ipvs": f"-> {ip}:{port} "}[lab.config.proxy_mode]
+
+
+def has_no_endpoints(lab: RunningLab, rule: str) -> bool:
+    """The rule that answers a Service without endpoints: iptables and nftables REJECT;
+    IPVS keeps the virtual server with no real server (the kernel sends ICMP unreachable)."""
+    return {"iptables": "has no endpoints" in rule and "REJECT" in rule,
+            "nftables": "no-endpoint-services" in rule and "reject-chain" in rule,
+            "ipvs": rule.startswith("ipvs ") and "(no real server" in rule,
+            }[lab.config.proxy_mode]
+
+
+def has_affinity(lab: RunningLab, rule: str) -> bool:
+    """ClientIP affinity: `recent` (iptables), an affinity set (nftables), persistence (IPVS)."""
+    return {"iptables": "--rcheck" in rule, "nftables": "@affinity-" in rule,
+            "ipvs": " persistent " in rule}[lab.config.proxy_mode]
 
 
 def up(client: Client, ip: str, port: int = 80, want: set[str] | None = None,
@@ -145,15 +234,15 @@ def up(client: Client, ip: str, port: int = 80, want: set[str] | None = None,
 
 
 def refused(lab: RunningLab, client: Client, node: str, name: str, ip: str) -> float:
-    """Wait for the REJECT rule on the client's node, then connect once: refused.
+    """Wait for the no-endpoints rule on the client's node, then connect once: refused.
 
     One attempt, as the e2e test makes (`agnhost connect --timeout=3s`): the
     kernel sends at most one ICMP error per second to a host after a burst of six
     (net.ipv4.icmp_ratelimit), so polling with connects would soon see timeouts.
     Returns when the attempt started.
     """
-    eventually(lambda: any("has no endpoints" in r and "REJECT" in r
-                           for r in rules_of(lab, node, name)), what=f"{name}'s REJECT rule")
+    eventually(lambda: any(has_no_endpoints(lab, r) for r in rules_of(lab, node, name)),
+               what=f"{name}'s no-endpoints rule")
     started = time.monotonic()
     assert client.error(ip, timeout=3) is ConnectionRefusedError
     return started
@@ -196,7 +285,7 @@ def test_serve_multiport_endpoints_from_pods(lab, made):
     assert {(p["name"], p["port"]) for s in slices for p in s["ports"]} == {
         ("portname1", 8080), ("portname2", 9090)}
     rules = rules_of(lab, "worker-2", "sv-multi")
-    assert any(f"--to-destination {lab.pod_ip('b1')}:9090" in r for r in rules)
+    assert any(sends_to(lab, lab.pod_ip("b1"), 9090) in r for r in rules)
 
 
 def test_updated_after_adding_or_deleting_ports(lab, made):
@@ -211,7 +300,7 @@ def test_updated_after_adding_or_deleting_ports(lab, made):
     up(c1, ip, 81, protocol="UDP")
     made(service("sv-ports", ports=[udp]))
     down(c1, ip, 80)
-    assert not any("sv-ports:tcp-port" in r for r in rules_of(lab, "worker-1", "sv-ports"))
+    assert ports_with_rules(lab, "worker-1", "sv-ports") == {"udp-port"}
     assert c1.udp(ip, 81) in BACKENDS
 
 
@@ -400,11 +489,12 @@ def test_switch_session_affinity_for_a_cluster_ip_service(lab, made):
     ip = cluster_ip(lab, "sv-switch")
     up(c1, ip, want=set(BACKENDS))
     made(service("sv-switch", sessionAffinity="ClientIP"))
-    eventually(lambda: any("--rcheck" in r for r in rules_of(lab, "worker-1", "sv-switch")),
+    eventually(lambda: any(has_affinity(lab, r) for r in rules_of(lab, "worker-1", "sv-switch")),
                what="affinity rules")
     assert len(c1.hostnames(ip, count=15)) == 1
     made(service("sv-switch"))
-    eventually(lambda: not any("recent" in r for r in rules_of(lab, "worker-1", "sv-switch")),
+    eventually(lambda: not any(has_affinity(lab, r)
+                               for r in rules_of(lab, "worker-1", "sv-switch")),
                what="affinity rules to go")
     assert len(c1.hostnames(ip, count=30)) > 1
 
@@ -418,7 +508,7 @@ def test_respect_internal_traffic_policy_local_pod_to_pod(lab, made):
     assert up(c1, ip, want={"b1"})
     assert up(c2, ip, want={"b2", "b3"})
     up(c1, only_b1)
-    # worker-2 has no local endpoint: DROP (a timeout), not REJECT.
+    # worker-2 has no local endpoint: DROP (a timeout), not REJECT (IPVS: see MODE_DIFFERENCES).
     assert c2.error(only_b1) is TimeoutError
 
 
@@ -431,6 +521,7 @@ def test_external_traffic_policy_local_keeps_the_client_ip(lab, made):
     assert up(ext, lab.node_ip("worker-1"), port, want={"b1"})
     assert up(ext, lab.node_ip("worker-2"), port, want={"b2", "b3"})
     assert ext.http(lab.node_ip("worker-1"), port, "clientip").split(":")[0] == EXT_IP
+    # No local endpoint: DROP (IPVS: see MODE_DIFFERENCES).
     assert ext.error(lab.node_ip("control-plane"), port) is TimeoutError
 
 
@@ -491,14 +582,15 @@ def test_update_endpoints_http(lab, made):
 
 
 def test_load_is_spread_fairly_over_endpoints(lab, made):
-    """Random load balancing (kube-proxy.md §1.6): 300 new connections over 3 endpoints.
+    """Load balancing (kube-proxy.md §1.6, §3): 300 new connections over 3 endpoints.
 
     Each endpoint must get between 20% and 47% (60..141 of 300). With a fair
     1/3 each, an endpoint's count is Binomial(300, 1/3): mean 100, sd 8.2, and
     P(count < 60) + P(count > 141) = 4.7e-7 (exact binomial sum), so a correct
-    proxy fails this test with probability below 1.5e-6 per run (union over
-    the three endpoints). A proxy that sent half the traffic to one endpoint
-    (150) fails it.
+    random proxy (iptables, nftables) fails this test with probability below
+    1.5e-6 per run (union over the three endpoints); IPVS's round robin gives
+    exactly 100 each. A proxy that sent half the traffic to one endpoint (150)
+    fails it.
     """
     made(service("sv-spread"))
     ip = cluster_ip(lab, "sv-spread")
@@ -593,7 +685,8 @@ def test_malformed_service_in_the_store_never_stops_the_proxy(lab, made):
 
 
 def test_proxy_serves_metrics_and_healthz_on_the_node(lab):
-    """kube-proxy's :10249/metrics (here on the node's address) and :10256/healthz."""
+    """kube-proxy's :10249/metrics (here on the node's address), /proxyMode and
+    :10256/healthz."""
     address = lab.node_ip("worker-2")
     text = lab.exec("worker-2", "curl", "-s", "--max-time", "5",
                     f"http://{address}:10249/metrics").stdout
@@ -602,11 +695,14 @@ def test_proxy_serves_metrics_and_healthz_on_the_node(lab):
     assert samples[("kubeproxy_sync_proxy_rules_duration_seconds_count", "")] >= 1
     assert samples[("kubeproxy_sync_full_proxy_rules_duration_seconds_count", "")] >= 1
     assert samples[("kubeproxy_sync_proxy_rules_last_timestamp_seconds", "")] > time.time() - 60
-    assert samples[("kubeproxy_sync_proxy_rules_iptables_total", "nat")] > 0
+    mode = lab.config.proxy_mode
+    # Rule counts are an iptables-mode metric; kube-proxy's other modes export none.
+    iptables_total = samples.get(("kubeproxy_sync_proxy_rules_iptables_total", "nat"))
+    assert (iptables_total > 0) if mode == "iptables" else (iptables_total is None)
     assert ("kubeproxy_network_programming_duration_seconds_count", "") in samples
     assert samples[("kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "")] == 0
-    mode = lab.exec("worker-2", "curl", "-s", f"http://{address}:10249/proxyMode").stdout
-    assert mode == "iptables"
+    served = lab.exec("worker-2", "curl", "-s", f"http://{address}:10249/proxyMode").stdout
+    assert served == mode
     health = lab.exec("worker-2", "curl", "-s", "-w", " %{http_code}",
                       "http://127.0.0.1:10256/healthz").stdout
     body, _, code = health.rpartition(" ")

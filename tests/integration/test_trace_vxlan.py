@@ -18,17 +18,18 @@ import pytest
 from netlab.trace.model import DropReason, Verdict
 from netlab.trace.observe import ruleset_text
 from tests.integration.labs import lab_data
+from tests.integration.trace_checks import (
+    agrees_with_model,
+    answer_is_un_natted,
+    cluster_ip,
+    session_affinity_pins_the_chosen_endpoint,
+)
 from tests.integration.trace_manifests import manifests
 
 pytestmark = [pytest.mark.root, pytest.mark.integration]
 
 netlab_lab = lab_data("tr-1")
 netlab_manifests = manifests()
-
-
-def agrees_with_model(t) -> None:  # type: ignore[no-untyped-def]
-    assert t.diff == [], "\n".join(str(d) for d in t.diff or [])
-    assert t.twin is not None and t.minimal == t.twin.minimal
 
 
 def test_pod_to_pod_on_one_node_is_delivered_without_nat(trace, lab):
@@ -62,6 +63,10 @@ def test_clusterip_dnat_names_the_service_and_its_endpoint(trace, lab):
     assert ref.endpointslice and ref.endpointslice.startswith("web-")
     assert t.dnat.conntrack is not None and "DST_NAT" in t.dnat.conntrack.status
     assert t.source_seen_by_server == lab.pod_ip("client")  # no SNAT from a pod
+    answer_is_un_natted(t, ["un-DNAT"], f"{cluster_ip(lab, 'web')}:80")
+    assert t.reply[0].place == "worker-2/pod:default/server"
+    assert any(h.stage == "vxlan:encap" and h.encap and h.encap.outer_dst ==
+               lab.node_ip("worker-1") for h in t.reply)  # back across the overlay
     agrees_with_model(t)
 
 
@@ -71,6 +76,8 @@ def test_external_client_to_nodeport_is_masqueraded(trace, lab):
     assert t.dnat is not None and t.dnat.k8s_ref.service == "default/web-np"
     assert t.snat is not None and t.snat.stage == "netfilter:nat/POSTROUTING"
     assert t.source_seen_by_server == "10.244.1.0"  # worker-1's flannel.1 address
+    answer_is_un_natted(t, ["un-SNAT", "un-DNAT"], f"{lab.node_ip('worker-1')}:30080")
+    assert t.reply[-1].place == "ext"
     agrees_with_model(t)
 
 
@@ -102,6 +109,10 @@ def test_pod_reaches_itself_through_its_service_by_hairpin(trace, lab):
     agrees_with_model(t)
 
 
+def test_session_affinity_pins_the_endpoint_already_chosen(trace, lab):
+    session_affinity_pins_the_chosen_endpoint(trace, lab)
+
+
 def test_dns_query_goes_through_kube_dns(trace):
     t = trace("client", "kube-system/kube-dns", port="dns", mode="diff")
     assert t.verdict == Verdict.DELIVERED
@@ -119,7 +130,7 @@ def test_concurrent_traffic_does_not_confuse_the_trace(trace, lab):
         while not stop.is_set():
             lab.exec(src, "curl", "-s", "--max-time", "2", url, check=False)
 
-    web_ip = lab.objects.get("Service", "default", "web")["spec"]["clusterIP"]
+    web_ip = cluster_ip(lab, "web")
     threads = [threading.Thread(target=noise, args=args) for args in (
         ("peer", f"http://{web_ip}/hostname"), ("client", f"http://{lab.pod_ip('server')}:8080/"),
         ("ext", f"http://{lab.node_ip('worker-1')}:30080/"))]

@@ -41,3 +41,14 @@ def test_ipvs_missing_reads_modules_and_kernel_config(monkeypatch):
 def test_unknown_mode_is_an_error():
     with pytest.raises(KernelError, match="unknown proxy mode 'userspace'"):
         modes.check_mode("userspace")
+
+
+def test_ipvs_mode_builds_the_ipvs_backend_where_the_kernel_has_it(monkeypatch):
+    monkeypatch.setattr(modes, "ipvs_missing", lambda: [])
+    modes.check_mode("ipvs")
+    proxier = modes.new_proxier_for("ipvs", "nlt-ipvs-unused", "node-a", ["192.168.10.2"],
+                                    ipvs_scheduler="lc", cluster_cidr="10.244.0.0/16",
+                                    min_sync_period=0, lock_file="/tmp/unused.lock")
+    assert proxier.backend.mode == "ipvs"
+    assert proxier.backend.node.scheduler == "lc"
+    assert proxier.backend.node.cluster_cidr == "10.244.0.0/16"

@@ -24,7 +24,7 @@ def flow(dst: str, dport: int, src: str = A.ip, sport: int = SPORT) -> FlowTuple
 
 
 def frames_to(pod, vip: str | None = None) -> list[SeenFrame]:  # type: ignore[no-untyped-def]
-    """The frames a probe from a to `pod` (via `vip` if given) leaves on its way."""
+    """The frames a probe from a to `pod` (via `vip` if given) and its answer leave."""
     first = flow(vip or pod.ip, 80 if vip else 8080)
     after = flow(pod.ip, 8080)
     encap = Encap(W1.address, W2.address, 8472, 1, 50000)
@@ -45,9 +45,22 @@ def frames_to(pod, vip: str | None = None) -> list[SeenFrame]:  # type: ignore[n
     frames = [SeenFrame(i / 1000, ns, dev, way, "probe", f, e)
               for i, (ns, dev, way, f, e) in enumerate(places)]
     reply = FlowTuple("tcp", pod.ip, 8080, A.ip, SPORT)
-    frames.append(SeenFrame(0.5, pod.netns, "eth0", "egress", "reply", reply, None, "SYN-ACK"))
     back = FlowTuple("tcp", vip or pod.ip, 80 if vip else 8080, A.ip, SPORT)
-    frames.append(SeenFrame(0.6, A.netns, "eth0", "ingress", "reply", back, None, "SYN-ACK"))
+    encap_back = Encap(W2.address, W1.address, 8472, 1, 50001)
+    answer = [
+        (pod.netns, "eth0", "egress", reply, None),
+        (W2.netns, pod.host_veth, "ingress", reply, None),
+        (W2.netns, "flannel.1", "egress", reply, None),
+        (W2.netns, "eth0", "egress", reply, encap_back),
+        (UNDERLAY, W2.underlay_port, "ingress", reply, encap_back),
+        (UNDERLAY, W1.underlay_port, "egress", reply, encap_back),
+        (W1.netns, "eth0", "ingress", reply, encap_back),
+        (W1.netns, "flannel.1", "ingress", reply, None),
+        (W1.netns, A.host_veth, "egress", back, None),
+        (A.netns, "eth0", "ingress", back, None),
+    ]
+    frames += [SeenFrame(0.5 + i / 1000, ns, dev, way, "reply", f, e, "SYN-ACK")
+               for i, (ns, dev, way, f, e) in enumerate(answer)]
     return frames
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from netlab.trace.model import FlowTuple
 from netlab.trace.netfilter import HookContext, Packet, evaluate, parse_save
+from netlab.trace.observe import parse_recent
 from tests.unit import trace_lab
 
 SAVE = (Path(__file__).parent / "trace_data" / "kube-nat.save").read_text()
@@ -110,3 +111,46 @@ def test_mark_targets_change_the_mark_as_the_kernel_does(spec: str, mark: int, e
     text = f"*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j MARK {spec}\nCOMMIT\n"
     outcome = evaluate(parse_save(text), "nat", "OUTPUT", Packet(flow(), mark=mark), ctx())[0]
     assert outcome.packet.mark == expected
+
+
+def _sticky(recent: dict[str, dict[str, float]]):  # type: ignore[no-untyped-def]
+    rules = parse_save(trace_lab.installed_rules("worker-1"))
+    rules.recent = recent
+    context = HookContext(lambda ip: ip == "192.168.10.3", "cni0", None, None, rules.recent)
+    return evaluate(rules, "nat", "PREROUTING",
+                    Packet(flow(src="10.244.1.2", dst="10.96.0.26")), context)
+
+
+def _recent_list(endpoint: str) -> str:
+    """The xt_recent list kube-proxy names after the endpoint's KUBE-SEP chain."""
+    rules = parse_save(trace_lab.installed_rules("worker-1"))
+    return next(c.values[0] for r in rules.rules() for c in r.conds
+                if c.module == "recent" and c.key == "name" and endpoint in r.comment)
+
+
+def test_session_affinity_without_a_recent_entry_picks_at_random_and_pins_the_client():
+    outcomes = _sticky({})
+    assert sorted((o.packet.flow.dst, o.probability) for o in outcomes) == [
+        ("10.244.2.2", 0.5), ("10.244.2.3", 0.5)]
+    assert all(any("this connection pins 10.244.1.2" in n for n in o.notes) for o in outcomes)
+
+
+def test_session_affinity_pins_a_client_seen_within_the_timeout_to_its_endpoint():
+    pinned = _recent_list("10.244.2.3:8080")
+    outcomes = _sticky({pinned: {"10.244.1.2": 30.0}})
+    assert [(o.packet.flow.dst, o.probability) for o in outcomes] == [("10.244.2.3", 1.0)]
+    assert any(f"pinned by recent list {pinned} (seen 30s ago, timeout 600s)" in n
+               for n in outcomes[0].notes)
+
+
+def test_a_recent_entry_older_than_the_affinity_timeout_no_longer_pins():
+    outcomes = _sticky({_recent_list("10.244.2.3:8080"): {"10.244.1.2": 601.0}})
+    assert len(outcomes) == 2
+
+
+def test_recent_lists_are_read_with_each_address_age():
+    text = ("src=10.244.1.2 ttl: 64 last_seen: 4295000500 oldest_pkt: 2 4294990000, "
+            "4295000500\nsrc=10.244.1.9 ttl: 64 last_seen: 4295000000 oldest_pkt: 1 "
+            "4295000000\n")
+    assert parse_recent(text, 4295001000, 250) == {"10.244.1.2": 2.0, "10.244.1.9": 4.0}
+    assert parse_recent(text, None, 250) == {"10.244.1.2": 0.0, "10.244.1.9": 0.0}

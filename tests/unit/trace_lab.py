@@ -1,21 +1,27 @@
-"""A small lab as data for the trace unit tests: three nodes, five pods, six Services.
+"""A small lab as data for the trace unit tests: three nodes, five pods, eight Services.
 
 The rules each node "has installed" are what the proxy's renderer and flannel's
 overlay write for that node, so the simulator reads the same text a live node
-would show in iptables-legacy-save.
+would show in iptables-legacy-save. For nftables mode, what `nft -j list table`
+and `nft -a list table` printed for the same Services on each node is recorded
+in trace_data/ (regenerate_nft.py writes it, as root).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from netlab.api.cluster import ClusterConfig
 from netlab.node.overlay import FORWARD_HOOK, MASQ_HOOK, masquerade_payload
-from netlab.proxy.changes import ChangeTracker
+from netlab.proxy.changes import ChangeTracker, Snapshot
 from netlab.proxy.iptables.render import NodeConfig, jump_rules, render
+from netlab.trace import nft
 from netlab.trace.labview import LabView, build_view
 from netlab.trace.netfilter import Ruleset, parse_save
+
+DATA = Path(__file__).parent / "trace_data"
 
 NODES = [("control-plane", "192.168.10.2", "10.244.0.0/24", "control-plane"),
          ("worker-1", "192.168.10.3", "10.244.1.0/24", "worker"),
@@ -116,28 +122,52 @@ def objects() -> list[dict[str, Any]]:
                        [(DNS_POD[0], DNS_POD[1], DNS_POD[2])],
                        [{"name": "dns", "port": 53, "protocol": "UDP"},
                         {"name": "dns-tcp", "port": 53, "protocol": "TCP"}], "kube-system"),
+        service("sticky", "10.96.0.26", HTTP, sessionAffinity="ClientIP",
+                sessionAffinityConfig={"clientIP": {"timeoutSeconds": 600}}),
+        endpoint_slice("sticky-abcde", "sticky", [("c", "worker-2", "10.244.2.2"),
+                                                  ("d", "worker-2", "10.244.2.3")], HTTP_EP),
     ]
     return objs
 
 
-def view(backend: str = "vxlan") -> LabView:
-    return build_view(info(), ClusterConfig(lab="tr-u", backend=backend), objects())
+def view(backend: str = "vxlan", proxy_mode: str = "iptables") -> LabView:
+    return build_view(info(), ClusterConfig(lab="tr-u", backend=backend,
+                                            proxy_mode=proxy_mode), objects())
+
+
+def address_of(node_name: str) -> str:
+    return next(a for n, a, _, _ in NODES if n == node_name)
+
+
+def snapshot(node_name: str) -> Snapshot:
+    """The proxy's view of the lab's Services and EndpointSlices from `node_name`."""
+    tracker = ChangeTracker(node_name)
+    for obj in objects():
+        if obj["kind"] in ("Service", "EndpointSlice"):
+            tracker.update(obj["kind"], "ADDED", obj)
+    return tracker.snapshot()
 
 
 def installed_rules(node_name: str, with_proxy: bool = True) -> str:
     """What iptables-legacy-save would show on the node: kube-proxy's rules and flannel's."""
-    address = next(a for n, a, _, _ in NODES if n == node_name)
     cidr = next(c for n, _, c, _ in NODES if n == node_name)
     text = [masquerade_payload("10.244.0.0/16", cidr, (MASQ_HOOK, FORWARD_HOOK))]
     if with_proxy:
-        tracker = ChangeTracker(node_name)
-        for obj in objects():
-            if obj["kind"] in ("Service", "EndpointSlice"):
-                tracker.update(obj["kind"], "ADDED", obj)
-        config = NodeConfig(node_name, node_ips=(address,))
-        text.append(render(tracker.snapshot(), config, insert_jumps=jump_rules(config)).payload)
+        config = NodeConfig(node_name, node_ips=(address_of(node_name),))
+        text.append(render(snapshot(node_name), config, insert_jumps=jump_rules(config)).payload)
     return "\n".join(text)
 
 
 def rulesets(with_proxy: bool = True) -> dict[str, Ruleset]:
     return {n: parse_save(installed_rules(n, with_proxy)) for n, _, _, _ in NODES}
+
+
+def nft_rulesets() -> dict[str, Ruleset]:
+    """nftables mode: flannel's iptables rules and kube-proxy's recorded `ip kube-proxy` table."""
+    out = {}
+    for name, _, _, _ in NODES:
+        rules = parse_save(installed_rules(name, with_proxy=False))
+        recorded = json.loads((DATA / f"nft-{name}.json").read_text())
+        rules.nft = nft.parse_table(recorded["items"], recorded["listing"])
+        out[name] = rules
+    return out
