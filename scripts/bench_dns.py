@@ -8,8 +8,8 @@ script creates hang off the lab's underlay bridge, like two more machines:
     <lab>-perf     192.168.10.201  runs dnsperf; routes each node's pod CIDR via
                                    that node, the service range via worker-1
     <lab>-dnsmasq  192.168.10.202  runs `dnsmasq --no-daemon --no-resolv --no-hosts
-                                      --addn-hosts=FILE`, FILE holding every Service's
-                                      `<ClusterIP> <name>.<ns>.svc.cluster.local`
+                                   --addn-hosts=FILE`, FILE holding every Service's
+                                   `<ClusterIP> <name>.<ns>.svc.cluster.local`
 
 The same dnsmasq also runs inside each DNS pod's namespace on port 5353, and a
 selector-less Service `dnsmasq-bench` (53/UDP -> 5353, an EndpointSlice naming both
@@ -26,7 +26,8 @@ dnsmasq on the underlay (one C process, one bridge hop from dnsperf). Per run:
     throughput  dnsperf -l DURATION -c CLIENTS -q OUTSTANDING -t 1, self-paced: QPS,
                 average latency at that load, lost queries; server CPU per query from
                 /proc/PID/stat of the serving process(es) (the node runtime that holds
-                the DNS pod, or dnsmasq) over the run
+                the DNS pod, or dnsmasq) over the run; UdpRcvbufErrors of the serving
+                namespaces (queries the server's receive buffer had no room for)
     latency     dnsperf -v -Q RATE -l 5 at a rate every target sustains; p50 and p99 of
                 the per-query latencies it prints
 
@@ -35,9 +36,11 @@ answered by every DNS pod; a headless Deployment scaled up by one -> the new pod
 A record answered by every DNS pod.
 
 The goal (issue 4) is judged against dnsmasq on the underlay; the two same-path
-ratios are printed beside it.
+ratios are printed beside it, each also round by round (targets are interleaved, so
+a round compares figures taken minutes apart on a machine whose load drifts).
 
-    sudo .venv/bin/python scripts/bench_dns.py [--repeat 3] [--services 50] [--json FILE]
+    sudo flock /tmp/knetlab-bench.lock .venv/bin/python scripts/bench_dns.py \
+        [--repeat 5] [--services 50] [--name dn-bench] [--json FILE]
 
 The lab is named dn-bench (--name); if a run dies, `knetlab clean --name dn-bench` and
 `ip netns del dn-bench-perf; ip netns del dn-bench-dnsmasq` remove what it left.
@@ -417,6 +420,13 @@ def median_run(runs: list[Run]) -> Run:
                rcvbuf_errors=int(med([r.rcvbuf_errors for r in runs])))
 
 
+def round_ratios(ours: Target, theirs: Target) -> str:
+    """QPS ratios of two targets round by round (measured minutes apart, not hours)."""
+    ratios = [a.qps / b.qps for a, b in zip(ours.runs, theirs.runs, strict=True)]
+    return (f"per round {', '.join(f'{r:.2f}' for r in ratios)}, "
+            f"median {statistics.median(ratios):.2f}x")
+
+
 def report(targets: list[Target], programming: dict[str, list[float]],
            args: argparse.Namespace, loads: list[str]) -> dict[str, Any]:
     print(f"\nmachine: {machine()}")
@@ -440,15 +450,18 @@ def report(targets: list[Target], programming: dict[str, list[float]],
     for label, values in programming.items():
         print(f"| {label} | {len(values)} | {statistics.median(values) * 1000:.0f} ms | "
               f"{percentile(values, 99) * 1000:.0f} ms | {max(values) * 1000:.0f} ms |")
+    by_label = {t.label: t for t in targets}
     best = {t.label: median_run(t.runs).qps for t in targets}
     floor = best[DNSMASQ]
     for label in (CLUSTER_IP, ONE_POD):
         verdict = "met" if best[label] >= floor else "not met"
         print(f"goal (>= dnsmasq's QPS) via {label}: {verdict} "
-              f"({best[label]:,.0f} vs {floor:,.0f}, {best[label] / floor:.2f}x)")
+              f"({best[label]:,.0f} vs {floor:,.0f}, {best[label] / floor:.2f}x; "
+              f"{round_ratios(by_label[label], by_label[DNSMASQ])})")
     for ours, theirs in ((CLUSTER_IP, CLUSTER_IP_DNSMASQ), (ONE_POD, POD_DNSMASQ)):
         print(f"same path: {ours} / {theirs}: {best[ours] / best[theirs]:.2f}x "
-              f"({best[ours]:,.0f} vs {best[theirs]:,.0f})")
+              f"({best[ours]:,.0f} vs {best[theirs]:,.0f}; "
+              f"{round_ratios(by_label[ours], by_label[theirs])})")
     return {"machine": machine(), "loads": loads, "args": vars(args),
             "targets": {t.label: [asdict(r) for r in t.runs] for t in targets},
             "programming_seconds": programming}

@@ -60,6 +60,8 @@ _NAME_BYTES = 128  # sizeof(struct sockaddr_storage)
 _LEN_AT = 14       # msg_len, in 4-byte units from the start of an mmsghdr
 _FLAGS_AT = 12     # msg_flags, likewise
 
+if ctypes.sizeof(ctypes.c_void_p) != 8:
+    raise ImportError("netlab.dns.udp lays out struct mmsghdr for 64-bit Linux")
 _libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _recvmmsg = _libc.recvmmsg
 _recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
