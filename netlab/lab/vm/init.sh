@@ -71,7 +71,8 @@ if [ -n "$ip_addr" ]; then
 fi
 
 python=$(param python)
-[ -x "/newroot$python" ] || fail "no interpreter $python in the host's filesystem"
+# Tested inside the new root: a virtualenv's python is a symlink to an absolute path.
+chroot /newroot test -x "$python" || fail "no interpreter $python in the host's filesystem"
 echo "netlab-init: root mounted, starting the agent"
 # The interpreter's folder first: `python3` in the guest is the host's (with its packages).
 exec switch_root /newroot /usr/bin/env -i \
