@@ -52,14 +52,18 @@ def web_pods(lab: RunningLab) -> dict[str, str]:
 def test_nodes_are_guests_with_their_own_kernel_and_etcd_on_the_first(
         vm_lab: RunningLab) -> None:
     nodes = guests(vm_lab.state)
-    assert set(nodes) == {"control-plane", "worker-1", "worker-2"}
-    host_kernel = os.uname().release
-    for name, guest in nodes.items():
-        assert guest.run(["uname", "-r"], check=True).stdout.strip() != host_kernel, name
-    etcd = nodes["control-plane"].run(["pgrep", "-x", "etcd"])
-    assert etcd.rc == 0
-    for name in ("worker-1", "worker-2"):
-        assert nodes[name].run(["pgrep", "-x", "etcd"]).rc == 1, name
+    try:
+        assert set(nodes) == {"control-plane", "worker-1", "worker-2"}
+        host_kernel = os.uname().release
+        for name, guest in nodes.items():
+            assert guest.run(["uname", "-r"], check=True).stdout.strip() != host_kernel, name
+        etcd = nodes["control-plane"].run(["pgrep", "-x", "etcd"])
+        assert etcd.rc == 0
+        for name in ("worker-1", "worker-2"):
+            assert nodes[name].run(["pgrep", "-x", "etcd"]).rc == 1, name
+    finally:  # each guest has 4 command ports; this process must not keep one
+        for guest in nodes.values():
+            guest.detach()
 
 
 def test_pod_to_pod_across_guests(vm_lab: RunningLab) -> None:

@@ -186,11 +186,12 @@ class VirtualMachine:
     # -- commands ---------------------------------------------------------------------
     def channel(self, connect_timeout: float = 10.0) -> Channel:
         if self._channel is None or self._channel._closed:
-            self._drop_channel()
+            self.detach()
             self._channel = Channel(self.name, self.sockets, connect_timeout)
         return self._channel
 
-    def _drop_channel(self) -> None:
+    def detach(self) -> None:
+        """Give the command port back: a guest has 4, each held by one host process."""
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -240,7 +241,7 @@ class VirtualMachine:
         return self.record is not None and self.record.alive()
 
     def kill(self) -> None:
-        self._drop_channel()
+        self.detach()
         if self.record is not None:
             stop_recorded(self.record)
         if self.process is not None:

@@ -27,7 +27,11 @@ class GuestPlace:
         return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
 
     def run(self, command: list[str], timeout: float) -> tuple[int, str, str]:
-        result = VirtualMachine.attach(self.run_dir).run(self.argv(command), timeout)
+        guest = VirtualMachine.attach(self.run_dir)
+        try:
+            result = guest.run(self.argv(command), timeout)
+        finally:
+            guest.detach()
         return result.rc, result.stdout, result.stderr
 
 
