@@ -338,6 +338,14 @@ def bench_latency(lanes: dict[str, Lane], results: dict[str, ModeResult], size: 
     return floor
 
 
+def merged(runs: list[dict]) -> dict:
+    """Several runs as one (e.g. sizes measured in separate runs); the first's machine."""
+    data = dict(runs[0])
+    data["results"] = [r for run in runs for r in run["results"]]
+    data["floor_connect_us"] = {k: v for run in runs for k, v in run["floor_connect_us"].items()}
+    return data
+
+
 def plot(data: dict, path: str) -> None:
     import matplotlib
 
@@ -462,7 +470,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--modes", default="iptables,nftables,ipvs")
     parser.add_argument("--plot", default=None, help="draw the figures into this PNG")
-    parser.add_argument("--replot", default=None, help="only plot an earlier JSON result")
+    parser.add_argument("--replot", default=None,
+                        help="only plot earlier JSON results (comma-separated: merged)")
     parser.add_argument("--out", default=None, help="write the JSON here (default: results/)")
     parser.add_argument("--in-vm", action="store_true",
                         help="run inside a guest with a distribution kernel (for IPVS)")
@@ -473,7 +482,7 @@ def main() -> int:
                 str(args.connects), "--repeat", str(args.repeat), "--modes", args.modes]
         return run_in_vm(argv, args.vm_memory, args.plot)
     if args.replot:
-        data = json.loads(Path(args.replot).read_text())
+        data = merged([json.loads(Path(p).read_text()) for p in args.replot.split(",")])
         plot(data, args.plot or "docs/img/modes.png")
         print_table(data)
         return 0

@@ -33,13 +33,13 @@ def load_modules(vm: VirtualMachine) -> None:
     vm.sh("modprobe -a " + " ".join(IPVS_MODULES), timeout=120)
 
 
-def run_pytest(vm: VirtualMachine, args: list[str], timeout: float,
-               log: str) -> tuple[int, list[Outcome]]:
+def run_pytest(vm: VirtualMachine, args: list[str], timeout: float, log: str,
+               env: dict[str, str] | None = None) -> tuple[int, list[Outcome]]:
     """pytest `args` in the guest, from the checkout; (exit code, one Outcome per test)."""
     report = f"/tmp/guest-pytest-{os.getpid()}-{abs(hash(tuple(args))) % 10**8}.xml"
     result = vm.run(["python3", "-m", "pytest", *args, "-q", "-rs", "-p", "no:cacheprovider",
                      f"--junitxml={report}"], timeout, cwd=REPO, log=log,
-                    env={"PYTHONDONTWRITEBYTECODE": "1"})
+                    env={"PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
     xml = vm.run(["cat", report], check=True).stdout
     return result.rc, outcomes(xml)
 

@@ -10,6 +10,7 @@ other modes are strict expected failures in that file (MODE_DIFFERENCES).
 from __future__ import annotations
 
 from netlab.lab.vm.machine import VirtualMachine
+from netlab.lab.vm.qemu import accel_from_env
 from tests.integration.test_services import MODE_DIFFERENCES, PROXY_INDEPENDENT
 from tests.vm.guest_pytest import load_modules, run_pytest, summary
 
@@ -19,7 +20,11 @@ MODULE = "tests/integration/test_services.py"
 def test_services_in_ipvs_mode_in_the_guest(vm: VirtualMachine, tmp_path) -> None:
     load_modules(vm)
     log = str(tmp_path / "guest-pytest.log")
-    rc, found = run_pytest(vm, [MODULE, "-k", "ipvs"], timeout=3600, log=log)
+    # Under TCG a node's full sync takes seconds: the tests' waits are stretched (only
+    # the waits: see TIME_SCALE in the module).
+    scale = "4" if accel_from_env() == "tcg" else "1"
+    rc, found = run_pytest(vm, [MODULE, "-k", "ipvs"], timeout=3600, log=log,
+                           env={"KNETLAB_TEST_TIME_SCALE": scale})
     assert found, f"no test ran (guest output: {log})"
     expected_xfail = {test for test, mode in MODE_DIFFERENCES if mode == "ipvs"}
     bad = []
