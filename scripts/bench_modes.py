@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -430,6 +431,8 @@ def run_in_vm(argv: list[str], memory_mb: int, plot_path: str | None) -> int:
     if reason:
         print(f"no VM tier here: {reason}", file=sys.stderr)
         return 1
+    # A SIGTERM (a `timeout`, a kill) still shuts the guest down and removes its run dir.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run_dir = tempfile.mkdtemp(prefix="ipvs-bench-vm-")
     guest = VirtualMachine(VmConfig(f"ipvs-bench-{os.getpid()}", run_dir, memory_mb=memory_mb,
                                     die_with_parent=True))

@@ -163,6 +163,26 @@ def test_ipsets_and_the_iptables_rules_are_programmed_then_changed_member_by_mem
         kernel.close()
 
 
+def test_failures_inside_a_batch_are_named_and_the_rest_is_applied(lab):
+    kernel = IpvsKernel(NODE)
+    try:
+        kernel.ensure_sets()
+        ipset = kernel.ipset
+        members = [f"10.98.{i // 250}.{i % 250 + 1},tcp:80" for i in range(1200)]  # 3 windows
+        batch = [ipset.add(n.CLUSTER_IP, "hash:ip,port", m) for m in members]
+        batch.insert(7, ipset.add("KUBE-NO-SUCH-SET", "hash:ip", "10.98.9.9"))
+        batch.insert(700, ipset.add(n.CLUSTER_IP, "hash:ip", "10.98.9.8"))  # no port: refused
+        failures = ipset.apply(batch)
+        assert [str(f) for f in failures] == [
+            "add 10.98.9.9 to ipset KUBE-NO-SUCH-SET: No such file or directory",
+            "add 10.98.9.8 to ipset KUBE-CLUSTER-IP: ipset protocol error"]
+        assert set(members) <= kernel.read_sets()[n.CLUSTER_IP]
+        assert ipset.apply([ipset.delete(n.CLUSTER_IP, "hash:ip,port", m) for m in members]) == []
+        assert not set(members) & kernel.read_sets()[n.CLUSTER_IP]
+    finally:
+        kernel.close()
+
+
 def test_addresses_are_bound_and_unbound_in_batches(lab):
     kernel = IpvsKernel(NODE)
     try:

@@ -131,10 +131,11 @@ class IpvsKernel:
         return services, {key: ipvs.dests(vs) for key, vs in services.items()}
 
     def service_stats(self) -> list[tuple[VirtualServer, Stats]]:
-        return self.ipvs.services()
+        return self.ipvs.services(stats=True)
 
     def dests(self, vs: VirtualServer) -> list[Dest]:
-        return self.ipvs.dests(vs)
+        """Real servers with their counters (for looking; syncs read without them)."""
+        return self.ipvs.dests(vs, stats=True)
 
     def drained(self, candidates: Collection[tuple[VSKey, Real]],
                 services: dict[VSKey, VirtualServer]) -> set[tuple[VSKey, Real]]:
