@@ -39,7 +39,7 @@ from netlab.node.podfiles import ETC_NETNS
 from tests.hoststate import HostState
 from tests.integration.labs import lab_data, pod
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 LAB = "chk-svc"
 NFT_LAB = "chk-nft"

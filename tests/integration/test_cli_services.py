@@ -25,7 +25,7 @@ from tests.hoststate import HostState
 from tests.integration.labs import with_suite_store
 from tests.integration.svc_traffic import Client, eventually, own_footprint
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 LAB = "sv-cli"
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"

@@ -23,7 +23,7 @@ from netlab.store import open_store
 from netlab.store.objects import Objects
 from tests.integration.labs import suite_store_url
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 CONFIG = ClusterConfig()
 Obj = dict[str, Any]

@@ -34,7 +34,7 @@ from netlab.lab.session import RunningLab, start_lab
 from tests.hoststate import HostState
 from tests.integration.labs import WEB, lab_data, pod
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 LAB = "dn-int"
 DNS_IP = "10.96.0.10"

@@ -36,9 +36,10 @@ from netlab.exercises.runner import ExerciseRun, read_active
 from netlab.lab import lifecycle
 from netlab.lab.session import RunningLab, start_lab
 from tests.hoststate import HostState
+from tests.integration.labs import with_suite_store
 from tests.integration.svc_traffic import eventually
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 LAB = "ex-trouble"
 CATALOG = load_catalog()
@@ -69,11 +70,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 
 
 def _quick_resync_lab(folder: Path) -> Path:
-    """The catalog's lab file with kube-proxy resyncing every SYNC_PERIOD seconds."""
+    """The catalog's lab file with kube-proxy resyncing every SYNC_PERIOD seconds, on the
+    suite's store backend."""
     source = next(iter(CATALOG.values())).lab
     data = yaml.safe_load(source.read_text())
     data["manifests"] = [str(source.parent / m) for m in data["manifests"]]
     data["proxy"] = {"syncPeriod": f"{SYNC_PERIOD:g}s", "minSyncPeriod": "1s"}
+    data = with_suite_store(data)
     path = folder / "troubleshoot.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

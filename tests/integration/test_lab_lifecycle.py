@@ -16,7 +16,7 @@ from netlab.lab.state import StateDir
 from tests.hoststate import HostState
 from tests.integration.labs import lab_data, pod
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 
 def knetlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -46,6 +46,8 @@ def test_clean_after_kill_9_of_every_lab_process_leaves_the_host_as_before():
             os.kill(proc.pid, signal.SIGKILL)
     time.sleep(0.2)
     assert StateDir("t-kill").exists()
+    with pytest.raises(lifecycle.LabError, match="left behind.*knetlab clean --name t-kill"):
+        start_lab(lab_data("t-kill"))  # a killed lab is told apart from a running one
     result = knetlab("clean", "--name", "t-kill")
     assert result.returncode == 0, result.stderr
     assert HostState.capture("t-kill").differences(before) == []

@@ -14,7 +14,7 @@ from netlab.lab.session import RunningLab, start_lab
 from tests.hoststate import HostState
 from tests.integration.labs import lab_data, pod
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 
 @pytest.fixture(scope="module")

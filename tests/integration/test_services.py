@@ -46,7 +46,7 @@ from tests.integration import svc_traffic
 from tests.integration.labs import lab_data, pod
 from tests.integration.svc_traffic import Client
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 MODES = ("iptables", "nftables", "ipvs")
 # Waits for the proxies to converge, stretched where the CPU is emulated: under TCG

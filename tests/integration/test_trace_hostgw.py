@@ -18,7 +18,7 @@ from tests.hoststate import HostState
 from tests.integration.labs import lab_data
 from tests.integration.trace_manifests import manifests
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 NAME = "tr-2"
 

@@ -16,7 +16,7 @@ from netlab.trace.labview import load_view
 from netlab.trace.model import DropReason, Verdict
 from tests.integration.labs import lab_data, pod
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 netlab_lab = {**lab_data("trc-mtu"), "nodes": [
     {"name": "control-plane", "role": "control-plane"}, {"name": "worker-1", "role": "worker"}]}

@@ -22,7 +22,7 @@ from tests.integration.trace_checks import (
 )
 from tests.integration.trace_manifests import manifests
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 netlab_lab = {**lab_data("trc-nft"), "proxy": {"mode": "nftables"}}
 netlab_manifests = manifests()

@@ -26,7 +26,7 @@ from tests.integration.trace_checks import (
 )
 from tests.integration.trace_manifests import manifests
 
-pytestmark = [pytest.mark.root, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.store]
 
 netlab_lab = lab_data("tr-1")
 netlab_manifests = manifests()
