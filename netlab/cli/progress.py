@@ -38,6 +38,16 @@ class UpProgress:
         self.progress.update(self.tasks[phase], completed=done, total=total)
 
 
+def agent_state(name: str, node: dict, alive: dict[str, bool]) -> str:
+    """Whether the node's agent runs: its process here, or, on a VM node, its guest (the
+    agent runs inside, where this host cannot see it) and the node it registered."""
+    if f"agent-{name}" in alive:
+        return "running" if alive[f"agent-{name}"] else "down"
+    registered = "flannel.alpha.coreos.com/public-ip" in (
+        node.get("metadata", {}).get("annotations") or {})
+    return "running (in its VM)" if alive.get(f"vm-{name}") and registered else "down"
+
+
 def print_summary(state: StateDir, elapsed: float | None) -> None:
     """Nodes and pods in a table, the processes behind them, and the elapsed time."""
     console = Console()
@@ -57,8 +67,7 @@ def print_summary(state: StateDir, elapsed: float | None) -> None:
         node = nodes.get(spec["name"], {})
         table.add_row(spec["name"], spec["role"], spec["address"],
                       node.get("spec", {}).get("podCIDR", "-"),
-                      str(per_node.get(spec["name"], 0)),
-                      "running" if alive.get(f"agent-{spec['name']}") else "down")
+                      str(per_node.get(spec["name"], 0)), agent_state(spec["name"], node, alive))
     table.add_row("ext", "client", lab["ext"]["address"], "-", "-", "-")
     console.print(table)
     if pods:
