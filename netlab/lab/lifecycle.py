@@ -132,8 +132,11 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
     """Create the lab; `apply` writes manifests to the store (the API server's admission)."""
     state = StateDir(plan.name)
     if state.exists():
-        raise LabError(f"lab {plan.name!r} is already up (knetlab down --name {plan.name}, "
-                       f"or knetlab clean --name {plan.name} after a crash)")
+        if any(p.alive() for p in state.processes()):
+            raise LabError(f"lab {plan.name!r} is already up (knetlab down --name {plan.name})")
+        raise LabError(f"lab {plan.name!r} was left behind: its state dir {state.path} is "
+                       "there but none of its processes runs (a crash, or a run that was "
+                       f"killed); knetlab clean --name {plan.name} removes what it recorded")
     report = progress or (lambda *_: None)
     state.create()
     try:
