@@ -9,6 +9,7 @@ has seen, then marked synced, so it never answers from a half-read state.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import threading
 from collections.abc import Iterable
@@ -29,6 +30,8 @@ class DnsPods:
         self.ttl = ttl
         self.upstreams = upstreams
         self.servers: dict[str, DnsServer] = {}
+        # servers in their lameduck, until they stop: they still get record changes
+        self._lameducks: dict[concurrent.futures.Future[None], DnsServer] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dns",
                                         daemon=True)
@@ -53,17 +56,30 @@ class DnsPods:
         self._call(server.start(listeners))
         self.servers[key] = server
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str, lameduck: float = 0.0) -> None:
+        """Stop serving the pod; with `lameduck`, it keeps answering (not ready) that long.
+
+        A lameduck runs on the server's loop without holding the caller, which is the
+        runtime's informer thread.
+        """
         server = self.servers.pop(key, None)
-        if server is not None:
+        if server is None:
+            return
+        if lameduck > 0:
+            stopping = asyncio.run_coroutine_threadsafe(server.stop(lameduck), self._loop)
+            self._lameducks[stopping] = server
+            stopping.add_done_callback(lambda done: self._lameducks.pop(done, None))
+        else:
             self._call(server.stop())
 
     def apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
-        for server in self.servers.values():
+        for server in [*self.servers.values(), *self._lameducks.values()]:
             server.apply_threadsafe(kind, event_type, obj)
 
     def close(self) -> None:
         for key in list(self.servers):
             self.remove(key)
+        for stopping in list(self._lameducks):  # the process is going: no lameduck left
+            stopping.cancel()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

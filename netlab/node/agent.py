@@ -200,15 +200,16 @@ class Agent:
         """On the informer's thread, the only one that may read its cache while it changes."""
         self.pod_snapshots.put(self.pod_informer.items("Pod"))
 
-    def _latest_pods(self, retry: list[Obj] | None = None) -> list[Obj] | None:
+    def _latest_pods(self, retry: list[Obj] | None = None,
+                     retry_at: float = 0.0) -> list[Obj] | None:
         """The newest snapshot of the pods (bursts coalesce into one); None once stopping.
 
-        With `retry` (a snapshot whose reconcile failed, e.g. the store went away
-        midway), that snapshot again after a pause if nothing newer comes: the
-        pods it holds would otherwise wait for an unrelated change, as kubelet's
-        periodic resync prevents.
+        With `retry`, that snapshot again at `retry_at` (monotonic) if nothing newer
+        comes: a snapshot whose reconcile failed (the store went away midway), or
+        one with a terminating pod whose workloads exit then. The pods it holds
+        would otherwise wait for an unrelated change, as kubelet's periodic resync
+        prevents.
         """
-        retry_at = time.monotonic() + RECONCILE_RETRY_SECONDS
         while not self.stop.is_set():
             try:
                 pods = self.pod_snapshots.get(timeout=0.5)
@@ -236,11 +237,12 @@ class Agent:
             while pods is not None:
                 try:
                     self.pods.reconcile(pods)
-                    failed = None
+                    again_at = self.pods.next_stop()
                 except NetlabError as exc:
                     log.error("pod reconcile: %s; retrying", exc)
-                    failed = pods
-                pods = self._latest_pods(retry=failed)
+                    again_at = time.monotonic() + RECONCILE_RETRY_SECONDS
+                pods = self._latest_pods(pods if again_at is not None else None,
+                                         again_at or 0.0)
         except Exception:
             log.exception("pod worker failed; stopping the agent")
             self.stop.set()

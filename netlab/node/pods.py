@@ -24,6 +24,7 @@ from netlab.lab.state import StateDir
 from netlab.node import podfiles
 from netlab.node.cni import BridgeNetwork
 from netlab.node.ipam import HostLocalIPAM
+from netlab.node.termination import stop_delay
 from netlab.store.base import Delete
 from netlab.store.objects import Obj, Objects
 
@@ -119,6 +120,9 @@ class PodManager:
         self.on_teardown = on_teardown
         self.sandboxes: dict[str, PodSandbox] = {}
         self.unpublished: set[str] = set()  # sandboxes whose Running status failed to commit
+        # terminating pods whose workloads still serve (termination.py): key -> monotonic
+        # time their sandbox may go
+        self.stopping: dict[str, float] = {}
 
     def reconcile(self, pods: list[Obj]) -> None:
         mine = {pod_key(p): p for p in pods if p.get("spec", {}).get("nodeName") == self.node}
@@ -126,7 +130,8 @@ class PodManager:
                 if k not in mine or mine[k]["metadata"].get("uid") != sb.uid]
         for key in gone:
             self._teardown(key)
-        finishing = [p for p in mine.values() if p["metadata"].get("deletionTimestamp")]
+        finishing = [p for p in mine.values() if p["metadata"].get("deletionTimestamp")
+                     and self._workloads_stopped(p)]
         for pod in finishing:
             if pod_key(pod) in self.sandboxes:
                 self._teardown(pod_key(pod))
@@ -150,6 +155,22 @@ class PodManager:
                 self._started(started)
                 started, publish_at = [], time.monotonic() + PUBLISH_INTERVAL
         self._started(started)
+
+    def _workloads_stopped(self, pod: Obj) -> bool:
+        """Whether a terminating pod's sandbox may go: its workloads have exited."""
+        key = pod_key(pod)
+        if key not in self.sandboxes:
+            return True
+        now = time.monotonic()
+        if self.stopping.setdefault(key, now + stop_delay(pod)) > now:
+            return False
+        del self.stopping[key]
+        return True
+
+    def next_stop(self) -> float | None:
+        """When the next terminating pod's workloads exit (monotonic): reconcile again then."""
+        live = [at for key, at in self.stopping.items() if key in self.sandboxes]
+        return min(live) if live else None
 
     def _started(self, started: list[tuple[Obj, PodSandbox]]) -> None:
         """Report sandboxes that are up: status in one commit, then probes start.
@@ -243,6 +264,7 @@ class PodManager:
 
     def _teardown(self, key: str) -> None:
         sandbox = self.sandboxes.pop(key, None)
+        self.stopping.pop(key, None)
         if sandbox is None:
             return
         self.on_teardown(key)

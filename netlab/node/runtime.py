@@ -21,6 +21,7 @@ from netlab.dns.pods import DNS_KINDS, DnsPods
 from netlab.errors import NetlabError
 from netlab.node.podfiles import pod_netns_name
 from netlab.node.pods import pod_key
+from netlab.node.termination import stop_delay
 from netlab.store import open_store
 from netlab.store.informer import Informer
 from netlab.store.objects import Obj, ObjectEvent, Objects
@@ -41,9 +42,8 @@ class Runtime:
         self.informer = Informer(self.objects, list(DNS_KINDS), self._on_batch)
 
     def _on_batch(self, events: list[ObjectEvent]) -> None:
-        if self.dns.servers:
-            for ev in events:
-                self.dns.apply(ev.kind, ev.type, ev.obj)
+        for ev in events:
+            self.dns.apply(ev.kind, ev.type, ev.obj)
         if any(ev.kind == "Pod" for ev in events):
             self._reconcile()
 
@@ -56,10 +56,20 @@ class Runtime:
                 wanted[pod_key(pod)] = pod
         return wanted
 
+    def _terminating(self) -> dict[str, Obj]:
+        """This node's pods with a deletionTimestamp, by key."""
+        return {pod_key(p): p for p in self.informer.items("Pod")
+                if p.get("spec", {}).get("nodeName") == self.node
+                and p["metadata"].get("deletionTimestamp")}
+
     def _reconcile(self) -> None:
         wanted = self._wanted()
-        for key in [k for k in self.served if k not in wanted]:
-            self.dns.remove(key)
+        stopping = [k for k in self.served if k not in wanted]
+        terminating = self._terminating() if stopping else {}
+        for key in stopping:
+            pod = terminating.get(key)
+            # A deleted CoreDNS pod answers through its lameduck (termination.py).
+            self.dns.remove(key, lameduck=stop_delay(pod) if pod else 0.0)
             self.apps.remove_pod(key)
             del self.served[key]
         for key, pod in wanted.items():

@@ -40,6 +40,7 @@ LAB = "dn-int"
 DNS_IP = "10.96.0.10"
 MANY = 32  # endpoints of `many`: their A records need more than 512 bytes
 PROGRAMMING_BUDGET = 1.0  # seconds from a scale write to the new A record
+LAMEDUCK = 5.0  # kubeadm's Corefile: health { lameduck 5s }
 RESOLVER_TIMEOUT = 5.0  # glibc's per-try timeout (resolv.conf `options timeout:`)
 
 
@@ -498,6 +499,36 @@ def test_each_dns_pod_serves_metrics_health_and_ready(lab):
             out = lab.exec("client", "curl", "-s", "--max-time", "5", "-w", " %{http_code}",
                            f"http://{ip}:{port}/{path}").stdout
             assert out.endswith(" 200"), (path, out)
+
+
+def test_a_deleted_dns_pod_answers_through_its_lameduck_then_goes(lab):
+    """CoreDNS' `health { lameduck 5s }`: after deletion the pod is Terminating, its /ready
+    fails and it still answers queries sent to it (ones already on their way when
+    kube-proxy dropped it); after the lameduck the pod and its namespace go."""
+    victim = dns_pods(lab)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    netns_name = lab.netns(f"kube-system/{name}")
+    lab.delete("Pod", name, "kube-system")
+    deleted_at = time.monotonic()
+    answered = []
+    while time.monotonic() - deleted_at < LAMEDUCK - 1.5:
+        answered.append(addresses(lab, "web.default.svc.cluster.local", server=ip)
+                        == {cluster_ip(lab, "web")})
+        time.sleep(0.2)
+    pod_obj = lab.objects.get("Pod", "kube-system", name)
+    assert pod_obj is not None and pod_obj["metadata"].get("deletionTimestamp")
+    ready_now = lab.exec("client", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                         "--max-time", "2", f"http://{ip}:8181/ready", check=False).stdout
+    assert answered and all(answered), answered
+    assert ready_now == "503", ready_now
+    lab.wait_for(lambda: lab.objects.get("Pod", "kube-system", name) is None, timeout=15,
+                 what="the deleted DNS pod to go after its lameduck")
+    gone_after = time.monotonic() - deleted_at
+    assert gone_after >= LAMEDUCK - 0.5, gone_after
+    lab.wait_for(lambda: not netns.exists(netns_name), timeout=10,
+                 what="the pod's namespace to go")
+    lab.wait_for(lambda: len([p for p in dns_pods(lab) if ready(p)]) == 2, timeout=60,
+                 what="the replacement DNS pod to be Ready")
 
 
 def test_dns_keeps_answering_while_a_dns_pod_is_replaced(lab):
