@@ -47,13 +47,17 @@ def proxy() -> None:
 def rules(node: str, service: str | None, lab_name: str | None) -> None:
     """A node's kube-proxy rules, grouped by Service, with packet counters."""
     from netlab.cli.rules_render import rules_tree
+    from netlab.lab.targets import in_guest
 
     if os.geteuid() != 0:
         raise NetlabError("knetlab needs root (network namespaces): run it with sudo")
     state, objects = _lab(lab_name)
-    nodes = {n["name"]: n.get("netns") for n in state.read_lab()["nodes"]}
+    lab = state.read_lab()
+    nodes = {n["name"]: n.get("netns") for n in lab["nodes"]}
     if node not in nodes:
         raise NetlabError(f"no node {node!r} (nodes: {', '.join(nodes)})")
+    if any(n["name"] == node and "vm" in n for n in lab["nodes"]):
+        raise NetlabError(in_guest(f"node {node}"))
     if not nodes[node]:  # never read the host's own tables by mistake
         raise NetlabError(f"node {node} has no network namespace on this host; "
                           "run the command inside the node")

@@ -15,6 +15,9 @@ def resolve_target(state: StateDir, objects: Objects, target: str,
     lab = state.read_lab()
     machines = {n["name"]: n["netns"] for n in lab["nodes"]}
     machines["ext"] = lab["ext"]["netns"]
+    guests = {n["name"] for n in lab["nodes"] if "vm" in n}
+    if target in guests:
+        raise NetlabError(in_guest(target))
     if target in machines:
         return machines[target]
     ns, _, name = target.rpartition("/")
@@ -23,8 +26,17 @@ def resolve_target(state: StateDir, objects: Objects, target: str,
     if pod is None:
         raise NetlabError(f"no pod {ns}/{name} and no node {target!r} "
                           f"(nodes: {', '.join(machines)})")
+    if (pod.get("spec") or {}).get("nodeName") in guests:
+        raise NetlabError(in_guest(f"pod {ns}/{name}"))
     netns_name = pod_netns_name(state.lab, ns, name)
     if not netns.exists(netns_name):
         raise NetlabError(f"pod {ns}/{name} has no network yet "
                           f"(phase {pod.get('status', {}).get('phase', 'Pending')})")
     return netns_name
+
+
+def in_guest(what: str) -> str:
+    """Why a command that works on host namespaces cannot reach `what` in a VM lab."""
+    return (f"{what} is inside a VM (a `nodeBackend: vm` lab): trace, capture, proxy rules "
+            "and checks read namespaces on this host and do not reach into guests; "
+            "use `knetlab exec NODE -- COMMAND` there")
