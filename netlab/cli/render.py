@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from netlab.api.keys import as_list
+from netlab.control.pods import is_ready
 
 Obj = dict[str, Any]
 Row = list[str]
@@ -39,11 +40,6 @@ def columns(header: Row, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _ready(obj: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in obj.get("status", {}).get("conditions") or [])
-
-
 def pod_row(pod: Obj, wide: bool) -> Row:
     status = pod.get("status") or {}
     containers = status.get("containerStatuses") or []
@@ -69,7 +65,7 @@ def node_row(node: Obj, wide: bool) -> Row:
     roles = ",".join(sorted(k.split("/", 1)[1] for k in labels
                             if k.startswith("node-role.kubernetes.io/"))) or "<none>"
     info = node.get("status", {}).get("nodeInfo") or {}
-    row = [node["metadata"]["name"], "Ready" if _ready(node) else "NotReady", roles, age(node),
+    row = [node["metadata"]["name"], "Ready" if is_ready(node) else "NotReady", roles, age(node),
            info.get("kubeletVersion", "")]
     if wide:
         addresses = {a["type"]: a["address"] for a in node.get("status", {}).get("addresses", [])}

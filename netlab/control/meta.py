@@ -65,7 +65,7 @@ def ns_name(obj: Obj) -> tuple[str, str]:
 
 
 def condition(obj: Obj, kind: str) -> Obj | None:
-    for cond in obj.get("status", {}).get("conditions") or []:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind:
             return cond
     return None

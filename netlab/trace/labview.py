@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.api.cluster import ClusterConfig
+from netlab.control.pods import is_ready
 from netlab.node.cni import host_veth_name
 from netlab.node.podfiles import pod_netns_name
 
@@ -165,11 +166,6 @@ def pod_listeners(pod: dict[str, Any]) -> frozenset[Listener]:
                      | {Listener("udp", p) for p in plan.udp_ports})
 
 
-def _ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def build_view(info: dict[str, Any], config: ClusterConfig,
                objects: list[dict[str, Any]]) -> LabView:
     """The view from lab.json's content, the cluster config and the store's objects."""
@@ -201,7 +197,7 @@ def build_view(info: dict[str, Any], config: ClusterConfig,
         view.pods[f"{ns}/{meta['name']}"] = PodView(
             ns, meta["name"], status["podIP"], node, pod_netns_name(lab, ns, meta["name"]),
             host_veth_name(meta.get("uid", "")), meta.get("uid", ""), pod_listeners(pod),
-            _ready(pod))
+            is_ready(pod))
     view.services = [o for o in objects if o.get("kind") == "Service"]
     view.endpointslices = [o for o in objects if o.get("kind") == "EndpointSlice"]
     return view
