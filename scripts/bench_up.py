@@ -24,6 +24,9 @@ up     netlab.lab.lifecycle.up with a generated lab file, timed from the call to
        Ready. Per pod = (PSS at N - PSS of the same lab with 0 pods) / N; the 0-pod
        lab runs first in every invocation.
 down   netlab.lab.lifecycle.down, timed.
+Before the floor and before `up` the script waits until the machine is quiet (at most
+15 s): the kernel frees deleted namespaces in the background, and that work would
+otherwise land on whichever measurement comes next.
 
 Run as root from the repository (results go to results/, which git ignores):
 
@@ -309,10 +312,25 @@ def machine_info() -> dict[str, Any]:
             "ip": subprocess.run(["ip", "-V"], capture_output=True, text=True).stdout.strip()}
 
 
+def settle(window: float = 0.5, busy_below: float = 0.25, at_most: float = 15.0) -> float:
+    """Wait until the machine is quiet: namespaces deleted before (the floor's, a lab's)
+    are freed by kernel workers in the background, and that work must not land on
+    the next measurement. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < at_most:
+        before = host_busy_seconds()
+        time.sleep(window)
+        if (host_busy_seconds() - before) / window < busy_below:
+            break
+    return time.monotonic() - started
+
+
 def measure(pods: int, timeout: float, prefix: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         plan = bench_plan(f"{prefix}{pods}", pods, Path(tmp))
+    settle()
     floor = run_floor(plan, pods)
+    settle()
     lab = run_lab(plan, timeout)
     return {"pods": pods, "lab": plan.name, "node_subnet_len": plan.config.node_subnet_len,
             "floor": floor, **lab}

@@ -72,6 +72,11 @@ class DnsPods:
         else:
             self._call(server.stop())
 
+    @property
+    def serving(self) -> bool:
+        """Whether any server (lameducks included) wants record changes."""
+        return bool(self.servers or self._lameducks)
+
     def apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
         for server in [*self.servers.values(), *self._lameducks.values()]:
             server.apply_threadsafe(kind, event_type, obj)

@@ -28,18 +28,31 @@ from collections.abc import Sequence
 
 from netlab.kernel import netns
 
-# What the components import; loaded by the supervisor before its first fork.
-PRELOAD = ("netlab.cli.main", "netlab.control.manager", "netlab.node.agent",
-           "netlab.node.runtime")
+# What each component (its knetlab subcommand) imports, in the order the supervisor
+# loads them and starts the components: the control plane first, so that it creates
+# and schedules the pods while the agents' modules (pyroute2, the proxy) load; the
+# runtimes last (their DNS server), as they have nothing to serve before the agents
+# have given pods addresses. Everything is loaded before the first restart.
+PRELOAD = {"control-plane": ("netlab.cli.main", "netlab.control.manager"),
+           "agent": ("netlab.node.agent",),
+           "runtime": ("netlab.node.runtime",)}
 PR_SET_NAME = 15  # prctl(2): the name ps and top show (comm), 15 bytes at most
 
 
-def preload() -> None:
-    """Import every component's modules, so that forks start with them in memory."""
+def preload(command: str) -> None:
+    """Import a component's modules (and the CLI), so that its forks start with them.
+
+    What is imported then goes to the collector's permanent generation (gc.freeze):
+    the children's collections no longer walk (and so copy-on-write touch) the tens of
+    thousands of module objects they inherit, collections that were a few percent of
+    a lab's CPU while hundreds of pods came up.
+    """
+    import gc
     import importlib
 
-    for module in PRELOAD:
+    for module in ("netlab.cli.main", *PRELOAD.get(command, ())):
         importlib.import_module(module)
+    gc.freeze()
 
 
 class ForkedProcess:

@@ -152,10 +152,16 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
             # returns once that node has joined.
             guests.provision_all([n.name for n in plan.nodes if n.role == "control-plane"])
         else:
+            # The supervisor starts the store (a lab's own etcd, inside the control-plane
+            # node: it needs the machines) and waits for the nodes to be registered before
+            # it starts the control plane and the agents. Without an etcd to start, it is
+            # spawned first, so its imports (most of a second of CPU) overlap the machines.
+            own_etcd = "member" in store_info(plan)
+            if not own_etcd:
+                spawn_supervisor(state)
             _create_netns_machines(state, plan, report)
-            # The supervisor starts the store (a lab's own etcd) and waits for the nodes to
-            # be registered before it starts the control plane and the agents.
-            spawn_supervisor(state)
+            if own_etcd:
+                spawn_supervisor(state)
         objects = Objects(open_store(state.store_url))
         wait_store(objects, state, timeout)
         # As a machine's control plane does: `--store` clients need nothing else.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from netlab.errors import StoreError
 from netlab.kernel import netns
-from netlab.lab.forked import ForkedProcess, fork_command, preload
+from netlab.lab.forked import PRELOAD, ForkedProcess, fork_command, preload
 from netlab.lab.state import StateDir
 from netlab.store import etcd_server, open_store
 from netlab.store.objects import Objects
@@ -96,9 +96,14 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        preload()
+        preload("control-plane")
         store = [c for c in self.children if c.role == STORE_ROLE]
         self._wait_for_nodes(store)
+        for command in PRELOAD:  # each kind of component as soon as its modules are in
+            if self.stopping:
+                break
+            preload(command)
+            self._tend([c for c in self.children if c.command[:1] == [command]])
         while not self.stopping:
             self._tend(self.children)
             time.sleep(0.2)

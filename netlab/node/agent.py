@@ -37,7 +37,13 @@ from netlab.proxy.modes import new_proxier_for
 from netlab.proxy.proxier import Proxier
 from netlab.store import CompactedError, open_store
 from netlab.store.informer import Informer
-from netlab.store.objects import AlreadyExistsError, Obj, ObjectEvent, Objects
+from netlab.store.objects import (
+    AlreadyExistsError,
+    FieldSelector,
+    Obj,
+    ObjectEvent,
+    Objects,
+)
 from netlab.store.retry import retry_store
 
 log = logging.getLogger(__name__)
@@ -93,7 +99,10 @@ class Agent:
         self.loop = asyncio.new_event_loop()
         self.prober = Prober(self._readiness_changed)
         self.pods: PodManager | None = None
-        self.pod_informer = Informer(self.objects, ["Pod"], self._pods_changed)
+        # kubelet's pod watch: this node's pods only (spec.nodeName), so a node does not
+        # decode every pod of the cluster.
+        self.pod_informer = Informer(self.objects, ["Pod"], self._pods_changed,
+                                     fields=FieldSelector("spec.nodeName", node))
         # One lock file per node: the node's iptables writers (flannel, kube-proxy)
         # serialise on it, and nodes of one host do not wait for each other.
         self.lock_file = os.path.join(state.node_dir(node), "xtables.lock")

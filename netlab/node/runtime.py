@@ -42,8 +42,9 @@ class Runtime:
         self.informer = Informer(self.objects, list(DNS_KINDS), self._on_batch)
 
     def _on_batch(self, events: list[ObjectEvent]) -> None:
-        for ev in events:
-            self.dns.apply(ev.kind, ev.type, ev.obj)
+        if self.dns.serving:
+            for ev in events:
+                self.dns.apply(ev.kind, ev.type, ev.obj)
         if any(ev.kind == "Pod" for ev in events):
             self._reconcile()
 

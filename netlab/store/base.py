@@ -15,13 +15,18 @@ compaction point raises `CompactedError`, and the caller relists.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from netlab.errors import StoreError
 
 EventType = Literal["PUT", "DELETE"]
+# (name, value): one member of a JSON object, `"name":"value"` at any depth of a value.
+# Given to list/watch, a hint: values without it may be left out (see Store.list).
+Member = tuple[str, str]
 
 
 class CompactedError(StoreError):
@@ -42,7 +47,16 @@ class Event:
     key: str
     revision: int
     value: dict[str, Any] | None  # the new value (PUT) or None (DELETE)
-    prev_value: dict[str, Any] | None  # the value before this change, if there was one
+    prev_json: str | None  # the value before this change, as stored (JSON); None if none
+
+    @cached_property
+    def prev_value(self) -> dict[str, Any] | None:
+        """The value before this change, decoded on first use.
+
+        Most watchers only ask whether there was one (ADDED or MODIFIED); decoding it
+        for every event doubled what each of a lab's watchers decoded.
+        """
+        return None if self.prev_json is None else json.loads(self.prev_json)
 
 
 @dataclass(frozen=True)
@@ -68,8 +82,13 @@ class Store(abc.ABC):
     def get(self, key: str) -> KeyValue | None: ...
 
     @abc.abstractmethod
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Every key under prefix, sorted by key, and the store revision of the snapshot."""
+    def list(self, prefix: str, *, member: Member | None = None) -> tuple[list[KeyValue], int]:
+        """Every key under prefix, sorted by key, and the store revision of the snapshot.
+
+        With `member`, values that do not hold it may be left out, undecoded: a hint
+        (kubelet's pod list by node decodes only its own pods); callers still check
+        what they get.
+        """
 
     @abc.abstractmethod
     def commit(self, ops: Sequence[Op]) -> int:
@@ -83,11 +102,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def watch(self, prefixes: Sequence[str], start_revision: int, *,
-              poll_timeout: float = 1.0) -> Iterator[list[Event]]:
+              poll_timeout: float = 1.0, member: Member | None = None) -> Iterator[list[Event]]:
         """Yield batches of events under any prefix, in revision order, forever.
 
         A batch may be empty when poll_timeout passes without a change, so loops
         can check their stop condition. Raises CompactedError (see module doc).
+        With `member`, events whose value and previous value both lack it may be left
+        out (the hint of `list`).
         """
 
     @abc.abstractmethod
@@ -110,6 +131,12 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def member_text(member: Member) -> str:
+    """The member as it reads in a stored value: both backends store values as compact
+    JSON, so a value whose text lacks this cannot hold the member."""
+    return json.dumps(dict([member]), separators=(",", ":"))[1:-1]
 
 
 def prefix_end(prefix: str) -> str:

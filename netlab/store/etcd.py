@@ -27,6 +27,7 @@ from netlab.store.base import (
     Delete,
     Event,
     KeyValue,
+    Member,
     Op,
     Put,
     Store,
@@ -73,7 +74,8 @@ class EtcdStore(Store):
         kvs = self.gateway.call("kv/range", {"key": b64(key)}).get("kvs", [])
         return _key_value(kvs[0]) if kvs else None
 
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+    def list(self, prefix: str, *, member: Member | None = None) -> tuple[list[KeyValue], int]:
+        """`member` is not used: etcd has no such filter, and callers check anyway."""
         answer = self.gateway.call("kv/range", {"key": b64(prefix or "\0"),
                                                 "range_end": _range_end(prefix)})
         return [_key_value(kv) for kv in answer.get("kvs", [])], _revision(answer)
@@ -109,7 +111,8 @@ class EtcdStore(Store):
                 raise  # compacting the future is an error; compacting the past is done
 
     def watch(self, prefixes: Sequence[str], start_revision: int, *,
-              poll_timeout: float = 1.0) -> Iterator[list[Event]]:
+              poll_timeout: float = 1.0, member: Member | None = None) -> Iterator[list[Event]]:
+        """`member` is not used (as in `list`)."""
         start = max(start_revision, 1)  # etcd reads 0 as "from now", the contract "from 1"
         self._check_not_compacted(start)
         common = os.path.commonprefix(list(prefixes)) if prefixes else ""
@@ -166,8 +169,10 @@ def _events(message: Message, ranges: list[tuple[str, str]]) -> list[Event]:
         if not any(lo <= key < hi for lo, hi in ranges):
             continue
         kind = ev.get("type", "PUT")  # PUT is the enum's zero value, so left out
+        prev = ev.get("prev_kv")
         events.append(Event(kind, key, int(kv["mod_revision"]),
-                            _value(kv) if kind == "PUT" else None, _value(ev.get("prev_kv"))))
+                            _value(kv) if kind == "PUT" else None,
+                            unb64(prev["value"]).decode() if prev and "value" in prev else None))
     return events
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from netlab.errors import StoreError
 from netlab.store.base import CompactedError
-from netlab.store.objects import Obj, ObjectEvent, Objects
+from netlab.store.objects import FieldSelector, Obj, ObjectEvent, Objects
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,21 @@ def cache_key(kind: str, obj: Obj) -> CacheKey:
 
 
 class Informer:
-    """Keeps `cache` in step with the store for some kinds and reports each batch."""
+    """Keeps `cache` in step with the store for some kinds and reports each batch.
+
+    With `fields`, only the objects that match are cached and reported, as a watch
+    with a field selector reports them: ADDED when an object starts matching,
+    DELETED when it stops.
+    """
 
     def __init__(self, objects: Objects, kinds: Sequence[str],
                  on_batch: Callable[[list[ObjectEvent]], None], *,
-                 poll_timeout: float = 0.5) -> None:
+                 poll_timeout: float = 0.5, fields: FieldSelector | None = None) -> None:
         self.objects = objects
         self.kinds = list(kinds)
         self.on_batch = on_batch
         self.poll_timeout = poll_timeout
+        self.fields = fields
         self.cache: dict[CacheKey, Obj] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
@@ -60,7 +66,8 @@ class Informer:
         fresh: dict[CacheKey, Obj] = {}
         listed_at: dict[str, int] = {}
         for kind in self.kinds:
-            items, listed_at[kind] = self.objects.list(kind)
+            items, listed_at[kind] = (self.objects.list(kind) if self.fields is None
+                                      else self.objects.list(kind, fields=self.fields))
             for obj in items:
                 if well_formed(obj):
                     fresh[cache_key(kind, obj)] = obj
@@ -93,8 +100,13 @@ class Informer:
             if not well_formed(ev.obj):
                 log.warning("skipping a malformed %s in the store", ev.kind)
                 continue
-            applied.append(ev)
             key = cache_key(ev.kind, ev.obj)
+            if self.fields is not None:
+                selected = self._selected(ev, key)
+                if selected is None:
+                    continue
+                ev = selected
+            applied.append(ev)
             with self._lock:
                 if ev.type == "DELETED":
                     self.cache.pop(key, None)
@@ -102,6 +114,19 @@ class Informer:
                     self.cache[key] = ev.obj
             self.revision = max(self.revision, ev.revision)
         return applied
+
+    def _selected(self, ev: ObjectEvent, key: CacheKey) -> ObjectEvent | None:
+        """The event as a watch with the field selector reports it, or None."""
+        assert self.fields is not None
+        cached = self.cache.get(key)
+        if ev.type == "DELETED":
+            return ev if cached is not None else None
+        if self.fields.matches(ev.obj):
+            return ev if cached is not None else ObjectEvent("ADDED", ev.kind, ev.obj,
+                                                             ev.revision)
+        if cached is not None:  # it stopped matching: gone from this watch
+            return ObjectEvent("DELETED", ev.kind, cached, ev.revision)
+        return None
 
     def _store_lost_history(self) -> bool:
         """Whether the store is behind what this cache saw: a new etcd, not a restarted one."""
@@ -124,7 +149,8 @@ class Informer:
                     listed = True
                     self.synced.set()
                 for batch in self.objects.watch(self.kinds, self.revision + 1,
-                                                poll_timeout=self.poll_timeout):
+                                                poll_timeout=self.poll_timeout,
+                                                fields=self.fields):
                     if self.stopping.is_set():
                         return
                     if batch:

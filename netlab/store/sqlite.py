@@ -22,9 +22,11 @@ from netlab.store.base import (
     Delete,
     Event,
     KeyValue,
+    Member,
     Op,
     Put,
     Store,
+    member_text,
     prefix_end,
 )
 
@@ -90,7 +92,8 @@ class SqliteStore(Store):
             "SELECT key, value, create_rev, mod_rev FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else KeyValue(row[0], json.loads(row[1]), row[2], row[3])
 
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+    def list(self, prefix: str, *, member: Member | None = None) -> tuple[list[KeyValue], int]:
+        needle = member_text(member) if member else None
         conn = self._conn()
         conn.execute("BEGIN")
         try:
@@ -100,7 +103,8 @@ class SqliteStore(Store):
             rev = conn.execute("SELECT num FROM meta WHERE name = 'revision'").fetchone()[0]
         finally:
             conn.execute("COMMIT")
-        return [KeyValue(r[0], json.loads(r[1]), r[2], r[3]) for r in rows], rev
+        return [KeyValue(r[0], json.loads(r[1]), r[2], r[3]) for r in rows
+                if needle is None or needle in r[1]], rev
 
     def revision(self) -> int:
         return self._conn().execute("SELECT num FROM meta WHERE name = 'revision'").fetchone()[0]
@@ -145,9 +149,10 @@ class SqliteStore(Store):
         conn.execute("COMMIT")
 
     def watch(self, prefixes: Sequence[str], start_revision: int, *,
-              poll_timeout: float = 1.0) -> Iterator[list[Event]]:
+              poll_timeout: float = 1.0, member: Member | None = None) -> Iterator[list[Event]]:
         conn = self._conn()
         ranges = [(p, prefix_end(p)) for p in prefixes]
+        needle = member_text(member) if member else None
         next_rev = start_revision
         seen_version = None
         waited = 0.0
@@ -156,7 +161,7 @@ class SqliteStore(Store):
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != seen_version:
                 seen_version = version
-                batch, next_rev = self._read_events(conn, ranges, next_rev)
+                batch, next_rev = self._read_events(conn, ranges, next_rev, needle)
                 if batch or waited >= poll_timeout:
                     yield batch
                     waited, delay = 0.0, POLL_FAST
@@ -169,7 +174,7 @@ class SqliteStore(Store):
             delay = min(delay * 2, POLL_SLOW)
 
     def _read_events(self, conn: sqlite3.Connection, ranges: list[tuple[str, str]],
-                     next_rev: int) -> tuple[list[Event], int]:
+                     next_rev: int, needle: str | None) -> tuple[list[Event], int]:
         conn.execute("BEGIN")
         try:
             compacted = conn.execute(
@@ -182,8 +187,9 @@ class SqliteStore(Store):
                     "SELECT rev, key, type, value, prev FROM events WHERE rev >= ? "
                     "ORDER BY rev LIMIT ?", (next_rev, WATCH_BATCH)).fetchall()
                 for rev, key, kind, value, prev in rows:
-                    if any(lo <= key < hi for lo, hi in ranges):
-                        batch.append(Event(kind, key, rev, _load(value), _load(prev)))
+                    if any(lo <= key < hi for lo, hi in ranges) and (
+                            needle is None or needle in (value or "") or needle in (prev or "")):
+                        batch.append(Event(kind, key, rev, _load(value), prev))
                 if rows:
                     next_rev = rows[-1][0] + 1
                 if len(rows) < WATCH_BATCH:
