@@ -41,8 +41,19 @@ done
 
 mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=loose hostroot /newroot \
     || fail "cannot mount the host's root filesystem (9p tag hostroot)"
+# A checkout under the host's /tmp or /run (a clone in /tmp) would vanish under the
+# guest's own tmpfs: bring it back from a view of the host's root taken before them.
+mkdir -p /hostroot
+mount --bind /newroot /hostroot || fail "bind the host's root"
 mount -t tmpfs -o mode=0755 run /newroot/run || fail "tmpfs /run"
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp || fail "tmpfs /tmp"
+src=$(param path)
+case "$src" in
+    /tmp/*|/run/*)
+        mkdir -p "/newroot$src"
+        mount --bind "/hostroot$src" "/newroot$src" || fail "bind the checkout $src";;
+esac
+umount /hostroot
 n=0
 for dir in $(param overlay | tr ',' ' '); do
     [ -d "/newroot$dir" ] || continue
