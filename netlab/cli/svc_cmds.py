@@ -47,7 +47,7 @@ def proxy() -> None:
 def rules(node: str, service: str | None, lab_name: str | None) -> None:
     """A node's kube-proxy rules, grouped by Service, with packet counters."""
     from netlab.cli.rules_render import rules_tree
-    from netlab.lab.targets import in_guest
+    from netlab.lab.targets import guest_nodes, in_guest
 
     if os.geteuid() != 0:
         raise NetlabError("knetlab needs root (network namespaces): run it with sudo")
@@ -56,7 +56,7 @@ def rules(node: str, service: str | None, lab_name: str | None) -> None:
     nodes = {n["name"]: n.get("netns") for n in lab["nodes"]}
     if node not in nodes:
         raise NetlabError(f"no node {node!r} (nodes: {', '.join(nodes)})")
-    if any(n["name"] == node and "vm" in n for n in lab["nodes"]):
+    if node in guest_nodes(lab):
         raise NetlabError(in_guest(f"node {node}"))
     if not nodes[node]:  # never read the host's own tables by mistake
         raise NetlabError(f"node {node} has no network namespace on this host; "

@@ -33,7 +33,7 @@ from netlab.kernel import netns
 # and schedules the pods while the agents' modules (pyroute2, the proxy) load; the
 # runtimes last (their DNS server), as they have nothing to serve before the agents
 # have given pods addresses. Everything is loaded before the first restart.
-PRELOAD = {"control-plane": ("netlab.cli.main", "netlab.control.manager"),
+PRELOAD = {"control-plane": ("netlab.control.manager",),
            "agent": ("netlab.node.agent",),
            "runtime": ("netlab.node.runtime",)}
 PR_SET_NAME = 15  # prctl(2): the name ps and top show (comm), 15 bytes at most

@@ -15,7 +15,7 @@ def resolve_target(state: StateDir, objects: Objects, target: str,
     lab = state.read_lab()
     machines = {n["name"]: n["netns"] for n in lab["nodes"]}
     machines["ext"] = lab["ext"]["netns"]
-    guests = {n["name"] for n in lab["nodes"] if "vm" in n}
+    guests = guest_nodes(lab)
     if target in guests:
         raise NetlabError(in_guest(target))
     if target in machines:
@@ -33,6 +33,11 @@ def resolve_target(state: StateDir, objects: Objects, target: str,
         raise NetlabError(f"pod {ns}/{name} has no network yet "
                           f"(phase {pod.get('status', {}).get('phase', 'Pending')})")
     return netns_name
+
+
+def guest_nodes(lab: dict) -> dict[str, str]:
+    """A VM lab's nodes and their guests' run dirs (lab.json); empty for a namespace lab."""
+    return {n["name"]: n["vm"] for n in lab["nodes"] if "vm" in n}
 
 
 def in_guest(what: str) -> str:

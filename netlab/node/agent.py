@@ -210,7 +210,7 @@ class Agent:
         self.pod_snapshots.put(self.pod_informer.items("Pod"))
 
     def _latest_pods(self, retry: list[Obj] | None = None,
-                     retry_at: float = 0.0) -> list[Obj] | None:
+                     retry_at: float | None = None) -> list[Obj] | None:
         """The newest snapshot of the pods (bursts coalesce into one); None once stopping.
 
         With `retry`, that snapshot again at `retry_at` (monotonic) if nothing newer
@@ -223,7 +223,7 @@ class Agent:
             try:
                 pods = self.pod_snapshots.get(timeout=0.5)
             except queue.Empty:
-                if retry is not None and time.monotonic() >= retry_at:
+                if retry_at is not None and time.monotonic() >= retry_at:
                     return retry
                 continue
             while not self.pod_snapshots.empty():
@@ -250,8 +250,7 @@ class Agent:
                 except NetlabError as exc:
                     log.error("pod reconcile: %s; retrying", exc)
                     again_at = time.monotonic() + RECONCILE_RETRY_SECONDS
-                pods = self._latest_pods(pods if again_at is not None else None,
-                                         again_at or 0.0)
+                pods = self._latest_pods(pods, again_at)
         except Exception:
             log.exception("pod worker failed; stopping the agent")
             self.stop.set()

@@ -48,26 +48,22 @@ class Runtime:
         if any(ev.kind == "Pod" for ev in events):
             self._reconcile()
 
-    def _wanted(self) -> dict[str, Obj]:
-        wanted = {}
+    def _node_pods(self) -> tuple[dict[str, Obj], dict[str, Obj]]:
+        """This node's pods by key: those to serve (an address, not deleted) and those
+        being deleted."""
+        wanted, terminating = {}, {}
         for pod in self.informer.items("Pod"):
-            meta, status = pod["metadata"], pod.get("status") or {}
-            if (pod.get("spec", {}).get("nodeName") == self.node and status.get("podIP")
-                    and not meta.get("deletionTimestamp")):
+            if pod.get("spec", {}).get("nodeName") != self.node:
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                terminating[pod_key(pod)] = pod
+            elif (pod.get("status") or {}).get("podIP"):
                 wanted[pod_key(pod)] = pod
-        return wanted
-
-    def _terminating(self) -> dict[str, Obj]:
-        """This node's pods with a deletionTimestamp, by key."""
-        return {pod_key(p): p for p in self.informer.items("Pod")
-                if p.get("spec", {}).get("nodeName") == self.node
-                and p["metadata"].get("deletionTimestamp")}
+        return wanted, terminating
 
     def _reconcile(self) -> None:
-        wanted = self._wanted()
-        stopping = [k for k in self.served if k not in wanted]
-        terminating = self._terminating() if stopping else {}
-        for key in stopping:
+        wanted, terminating = self._node_pods()
+        for key in [k for k in self.served if k not in wanted]:
             pod = terminating.get(key)
             # A deleted CoreDNS pod answers through its lameduck (termination.py).
             self.dns.remove(key, lameduck=stop_delay(pod) if pod else 0.0)

@@ -102,11 +102,10 @@ class Objects:
 
     def list(self, kind: str, namespace: str | None = None, *,
              fields: FieldSelector | None = None) -> tuple[list[Obj], int]:
-        if fields is None:
-            items, rev = self.store.list(keys.prefix_for(kind, namespace))
-            return [_with_version(kv) for kv in items], rev
-        items, rev = self.store.list(keys.prefix_for(kind, namespace), member=fields.member)
-        return [_with_version(kv) for kv in items if fields.matches(kv.value)], rev
+        items, rev = self.store.list(keys.prefix_for(kind, namespace),
+                                     member=fields.member if fields else None)
+        return [_with_version(kv) for kv in items
+                if fields is None or fields.matches(kv.value)], rev
 
     def create(self, obj: Obj) -> Obj:
         return self.create_many([obj])[0]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from netlab.errors import NetlabError
 from netlab.lab.state import StateDir
+from netlab.lab.targets import guest_nodes
 from netlab.lab.vm.machine import VirtualMachine
 from netlab.node.podfiles import pod_netns_name
 from netlab.store.objects import Objects
@@ -40,7 +41,7 @@ def guest_place(state: StateDir, objects: Objects, target: str,
     """Where `target` is in a VM lab; None for a namespace lab, `ext` or a remote store."""
     if not isinstance(state, StateDir):
         return None
-    nodes = {n["name"]: n["vm"] for n in state.read_lab()["nodes"] if "vm" in n}
+    nodes = guest_nodes(state.read_lab())
     if not nodes or target == "ext":
         return None
     if target in nodes:
