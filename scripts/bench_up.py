@@ -26,7 +26,13 @@ up     netlab.lab.lifecycle.up with a generated lab file, timed from the call to
 down   netlab.lab.lifecycle.down, timed.
 Before the floor and before `up` the script waits until the machine is quiet (at most
 15 s): the kernel frees deleted namespaces in the background, and that work would
-otherwise land on whichever measurement comes next.
+otherwise land on whichever measurement comes next. On ext4 without a journal it also
+waits (after a sync) until the last teardown is a minute old: such a file system does
+not reuse a freed inode for a minute (five while its inode table block is unwritten),
+and each new file scans past the recently freed ones, so every file the next `up`
+makes (five per pod) would pay for the previous lab's teardown, up to a second of
+CPU at 300 pods. --back-to-back measures without that wait, as a user running `up`
+right after `down` sees it.
 
 Run as root from the repository (results go to results/, which git ignores):
 
@@ -325,15 +331,61 @@ def settle(window: float = 0.5, busy_below: float = 0.25, at_most: float = 15.0)
     return time.monotonic() - started
 
 
-def measure(pods: int, timeout: float, prefix: str) -> dict[str, Any]:
+def journal_less_ext4(path: str) -> bool:
+    """Whether `path` is on ext4 without a journal (see the module doc)."""
+    device = os.stat(path).st_dev
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            major, minor = fields[2].split(":")
+            if os.makedev(int(major), int(minor)) == device:
+                fstype, source = fields[fields.index("-") + 1:][:2]
+                if fstype != "ext4":
+                    return False
+                journals = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
+                return not any(j.startswith(os.path.basename(source) + "-") for j in journals)
+    return False
+
+
+class Quiet:
+    """Waits before each measurement; remembers when the last teardown deleted files."""
+
+    # ext4's RECENTCY_MIN: a freed inode on a written-back table block is "recent" this
+    # long (fs/ext4/ialloc.c, recently_deleted()); a second more for the clock.
+    RECENT_INODE_SECONDS = 61
+
+    def __init__(self, back_to_back: bool) -> None:
+        self.inode_wait = not back_to_back and any(
+            journal_less_ext4(p) for p in ("/run", "/etc") if os.path.isdir(p))
+        # Whatever ran before this script may have just deleted files too.
+        self.deleted_at = time.monotonic()
+
+    def wait(self) -> dict[str, float]:
+        waited = {"cpu_s": settle()}
+        if self.inode_wait:
+            started = time.monotonic()
+            os.sync()  # dirty inode table blocks keep freed inodes "recent" for 5 min
+            time.sleep(max(0.0, self.deleted_at + self.RECENT_INODE_SECONDS - time.monotonic()))
+            waited["inodes_s"] = round(time.monotonic() - started, 1)
+            waited["cpu_s"] += settle()
+        waited["cpu_s"] = round(waited["cpu_s"], 1)
+        return waited
+
+    def deleted(self) -> None:
+        self.deleted_at = time.monotonic()
+
+
+def measure(pods: int, timeout: float, prefix: str, quiet: Quiet) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         plan = bench_plan(f"{prefix}{pods}", pods, Path(tmp))
-    settle()
+    waits = {"floor": quiet.wait()}
     floor = run_floor(plan, pods)
-    settle()
+    quiet.deleted()
+    waits["up"] = quiet.wait()
     lab = run_lab(plan, timeout)
+    quiet.deleted()
     return {"pods": pods, "lab": plan.name, "node_subnet_len": plan.config.node_subnet_len,
-            "floor": floor, **lab}
+            "floor": floor, **lab, "waited": waits}
 
 
 def print_table(baseline: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -374,6 +426,9 @@ def main() -> None:
     parser.add_argument("--prefix", default="bench", help="lab name prefix (default: bench)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default: results/bench_up-<time>.json)")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="do not wait for a journal-less ext4 to stop skipping the "
+                             "inodes the previous teardown freed (see above)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_up needs root (network namespaces): run it with sudo")
@@ -381,13 +436,15 @@ def main() -> None:
     skipped = {n: reason for n in sizes if (reason := too_many_pods(n))}
     for n, reason in skipped.items():
         print(f"skipping {n}: {reason}", file=sys.stderr)
-    baseline = measure(0, args.timeout, args.prefix)
-    rows = [measure(n, args.timeout, args.prefix) for n in sizes if n not in skipped
+    quiet = Quiet(args.back_to_back)
+    baseline = measure(0, args.timeout, args.prefix, quiet)
+    rows = [measure(n, args.timeout, args.prefix, quiet) for n in sizes if n not in skipped
             for _ in range(args.repeat)]
     print_table(baseline, rows)
     output = args.output or REPO / "results" / time.strftime("bench_up-%Y%m%d-%H%M%S.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"machine": machine_info(), "command": sys.argv,
+                                  "waits_for_freed_inodes": quiet.inode_wait,
                                   "baseline": baseline, "runs": rows,
                                   "skipped": {str(n): r for n, r in skipped.items()}},
                                  indent=2) + "\n")

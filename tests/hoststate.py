@@ -34,8 +34,9 @@ def _lab_processes() -> tuple[str, ...]:
         except OSError:
             continue
         text = b" ".join(argv).decode(errors="replace")
-        if "-m netlab " in text and any(w in text for w in ("supervise", "agent", "runtime",
-                                                           "control-plane")):
+        # A lab's supervisor and its forks (`-m netlab.lab`), or a machine's components.
+        if "-m netlab.lab " in text or "-m netlab " in text and any(
+                w in text for w in ("agent", "runtime", "control-plane")):
             found.append(text)
     return tuple(sorted(found))
 

@@ -1,11 +1,10 @@
-"""The cluster's own processes: `control-plane`, `agent`, `runtime` (and the lab's `supervise`).
+"""The cluster's own processes on a machine: `control-plane`, `agent`, `runtime`, `etcd`.
 
 On a real machine (a Vagrant VM, a server) they are started by systemd
 (scripts/systemd/) or by hand, with `--store etcd://HOST:2379`: they run in the
-machine's own network namespace and read the cluster config from the store. In a
-lab on one host the lab's supervisor starts them with the hidden `--state-dir` (and
-`--netns` for node components, which then enter the node's namespace before any
-thread starts, so every thread inherits it). Each logs to stderr.
+machine's own network namespace and read the cluster config from the store. Each
+logs to stderr. A lab on one host runs the same components in forks of its
+supervisor, configured from its state dir (lab/components.py).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import socket
 import threading
 from urllib.parse import urlsplit
@@ -21,35 +19,16 @@ from urllib.parse import urlsplit
 import click
 
 from netlab.api.cluster import ClusterConfig
+from netlab.daemon import configure_logging, stop_event
 from netlab.errors import NetlabError
-from netlab.kernel import netns
 from netlab.lab.state import StateDir
 
 STORE_ENV = "KNETLAB_STORE"
 NODE_STATE_DIR = "/run/knetlab-node"  # pods do not outlive a reboot; neither does their state
 
 
-def _logging(role: str) -> None:
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
-
-
 def _state(path: str) -> StateDir:
     return StateDir(os.path.basename(path.rstrip("/")), os.path.dirname(path.rstrip("/")))
-
-
-def _stop_event() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
-def _enter_for_life(name: str) -> None:
-    """Move this (still single-threaded) process into the node's namespace for good."""
-    if threading.active_count() != 1:
-        raise RuntimeError("enter the node namespace before any thread starts")
-    netns.enter(name)
 
 
 def _store_host(url: str) -> str:
@@ -76,35 +55,13 @@ def _require_store(store_url: str | None) -> str:
     return store_url
 
 
-def _lab_state(netns_name: str | None, state_dir: str | None) -> StateDir | None:
-    """A lab's node component is started with --netns and the lab's --state-dir."""
-    if netns_name is None:
-        return None
-    if state_dir is None:
-        raise click.UsageError("--netns is for a lab's nodes: give the lab's --state-dir")
-    return _state(state_dir)
-
-
 store_option = click.option(
     "--store", "store_url", envvar=STORE_ENV, metavar="URL",
     help=f"the cluster's store, etcd://HOST:2379[,HOST:2379] (env {STORE_ENV})")
-lab_state_option = click.option("--state-dir", default=None, hidden=True,
-                                 help="a lab's state dir (the lab's supervisor passes it)")
-lab_netns_option = click.option("--netns", "netns_name", default=None, hidden=True,
-                                help="enter this network namespace first (a lab's node)")
 node_option = click.option(
     "--node", default=None, metavar="NAME", envvar="KNETLAB_NODE",
     help="this node's name, as kubelet's --hostname-override (env KNETLAB_NODE) "
          "[default: the hostname]")
-
-
-@click.command("supervise", hidden=True)
-@click.option("--state-dir", required=True, help="the lab's state dir")
-def supervise(state_dir: str) -> None:
-    from netlab.lab.supervisor import Supervisor
-
-    _logging("supervisor")
-    Supervisor(_state(state_dir)).run()
 
 
 @click.command("control-plane", short_help="Run the control plane against a store.")
@@ -114,9 +71,7 @@ def supervise(state_dir: str) -> None:
               help="a lab file; its name and network, proxy and dns sections become the "
                    "cluster config published to the store (env KNETLAB_CONFIG) [default: "
                    "the store's, or kubeadm's defaults on an empty store]")
-@lab_state_option
-def control_plane(store_url: str | None, config_file: str | None,
-                  state_dir: str | None) -> None:
+def control_plane(store_url: str | None, config_file: str | None) -> None:
     """Run the control plane: node IPAM, scheduler, Deployment/ReplicaSet/EndpointSlice
     controllers, as kube-controller-manager and kube-scheduler do.
 
@@ -131,12 +86,8 @@ def control_plane(store_url: str | None, config_file: str | None,
     """
     from netlab.control.manager import run
 
-    _logging("control-plane")
-    stop = _stop_event()
-    if state_dir is not None:  # a lab's: the state dir says everything (not the env)
-        state = _state(state_dir)
-        run(state.store_url, state.read_config(), stop)
-        return
+    configure_logging("control-plane")
+    stop = stop_event()
     url = _require_store(store_url)
     config = _publish_config(url, config_file, stop)
     if config is not None:
@@ -195,9 +146,8 @@ def _publish_config(url: str, config_file: str | None,
 @click.option("--state-dir", default=None, metavar="DIR",
               help=f"where the node keeps pod addresses and records [default: "
                    f"{NODE_STATE_DIR}]")
-@lab_netns_option
 def agent(store_url: str | None, node: str | None, iface: str | None, address: str | None,
-          role: str, state_dir: str | None, netns_name: str | None) -> None:
+          role: str, state_dir: str | None) -> None:
     """Run a node: kubelet's pod lifecycle with bridge CNI, flannel's overlay and
     kube-proxy, in this machine's network namespace.
 
@@ -211,23 +161,16 @@ def agent(store_url: str | None, node: str | None, iface: str | None, address: s
     While the store is down, pods, routes and rules stay as they are; the agent
     reconnects and catches up when it returns.
     """
-    if netns_name:
-        _enter_for_life(netns_name)
     from netlab.node.agent import Agent
 
     node = node or socket.gethostname()
-    _logging(f"agent-{node}")
-    stop = _stop_event()
-    lab = _lab_state(netns_name, state_dir)
-    if lab is not None:  # a lab's node: the lab's state dir says everything
-        state, url, config = lab, lab.node_store_url, lab.read_config()
-    else:
-        state, url = _state(state_dir or NODE_STATE_DIR), _require_store(store_url)
-        config = _config_from_store(url, stop)
+    configure_logging(f"agent-{node}")
+    stop = stop_event()
+    state, url = _state(state_dir or NODE_STATE_DIR), _require_store(store_url)
+    config = _config_from_store(url, stop)
     iface, address = _node_interface(iface, address, url)
-    if lab is None:
-        _preflight()
-        config = _with_mtu_of(config, iface)
+    _preflight()
+    config = _with_mtu_of(config, iface)
     the_agent = Agent(url, state, config, node, address, role, iface)
     threading.Thread(target=lambda: (stop.wait(), the_agent.stop.set()), daemon=True).start()
     the_agent.run()
@@ -263,10 +206,7 @@ def _with_mtu_of(config: ClusterConfig, iface: str) -> ClusterConfig:
 @click.command("runtime", short_help="Run the pods' workloads on this node.")
 @store_option
 @node_option
-@lab_state_option
-@lab_netns_option
-def runtime(store_url: str | None, node: str | None, state_dir: str | None,
-            netns_name: str | None) -> None:
+def runtime(store_url: str | None, node: str | None) -> None:
     """Run the pods' workloads on this node (the container runtime's role).
 
     \b
@@ -276,20 +216,13 @@ def runtime(store_url: str | None, node: str | None, state_dir: str | None,
     every pod serving. It serves each running pod of the node (netexec-compatible
     server, or the cluster DNS server in CoreDNS pods) inside the pod's namespace.
     """
-    if netns_name:
-        _enter_for_life(netns_name)
     from netlab.node.runtime import Runtime
 
     node = node or socket.gethostname()
-    _logging(f"runtime-{node}")
-    stop = _stop_event()
-    lab = _lab_state(netns_name, state_dir)
-    if lab is not None:
-        url, config = lab.node_store_url, lab.read_config()
-    else:
-        url = _require_store(store_url)
-        config = _config_from_store(url, stop)
-    Runtime(url, config, node).run(stop)
+    configure_logging(f"runtime-{node}")
+    stop = stop_event()
+    url = _require_store(store_url)
+    Runtime(url, _config_from_store(url, stop), node).run(stop)
 
 
 @click.command("etcd", short_help="Run the cluster's one-member etcd.")
@@ -314,4 +247,4 @@ def etcd(address: str, data_dir: str, name: str | None) -> None:
     os.execv(argv[0], argv)
 
 
-COMMANDS = [supervise, control_plane, agent, runtime, etcd]
+COMMANDS = [control_plane, agent, runtime, etcd]

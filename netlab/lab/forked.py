@@ -5,7 +5,7 @@ runtime). Started with `python -m netlab ...` each one spent 0.3-0.7 s of CPU
 importing netlab, pyroute2, asyncio and the DNS server before doing anything: about
 4 s of CPU on every `up`, most of the time to a ready 3-node lab on two cores. The
 supervisor imports those modules once (`preload`) and forks a child per component,
-which runs the same `knetlab` subcommand in-process (`fork_command`); the children
+which runs the component in-process (`fork_component`, lab/components.py); the children
 share the imported pages copy-on-write, so they also cost less memory.
 
 A fork only copies the calling thread, so the supervisor forks while it has no other
@@ -24,12 +24,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
 
+from netlab.errors import NetlabError
 from netlab.kernel import netns
+from netlab.lab import components
+from netlab.lab.state import StateDir
 
-# What each component (its knetlab subcommand) imports, in the order the supervisor
-# loads them and starts the components: the control plane first, so that it creates
+# What each kind of component imports, in the order the supervisor loads them and
+# starts the components: the control plane first, so that it creates
 # and schedules the pods while the agents' modules (pyroute2, the proxy) load; the
 # runtimes last (their DNS server), as they have nothing to serve before the agents
 # have given pods addresses. Everything is loaded before the first restart.
@@ -39,8 +41,9 @@ PRELOAD = {"control-plane": ("netlab.control.manager",),
 PR_SET_NAME = 15  # prctl(2): the name ps and top show (comm), 15 bytes at most
 
 
-def preload(command: str) -> None:
-    """Import a component's modules (and the CLI), so that its forks start with them.
+def preload(kind: str, proxy_mode: str) -> None:
+    """Import a kind of component's modules, so that its forks start with them; an
+    agent's include the backend of the lab's proxy mode (and no other mode's).
 
     What is imported then goes to the collector's permanent generation (gc.freeze):
     the children's collections no longer walk (and so copy-on-write touch) the tens of
@@ -50,8 +53,12 @@ def preload(command: str) -> None:
     import gc
     import importlib
 
-    for module in ("netlab.cli.main", *PRELOAD.get(command, ())):
+    for module in PRELOAD[kind]:
         importlib.import_module(module)
+    if kind == "agent":
+        from netlab.proxy.modes import BACKENDS
+
+        importlib.import_module(BACKENDS[proxy_mode])
     gc.freeze()
 
 
@@ -101,8 +108,8 @@ def _set_comm(name: str) -> None:
         libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
-def _child(args: Sequence[str], netns_name: str | None, log_path: str, role: str) -> int:
-    """In the child: own signals and logs, the node's namespace, then the subcommand."""
+def _child(component: components.Component, state: StateDir, log_path: str) -> int:
+    """In the child: own signals and logs, the node's namespace, then the component."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -116,13 +123,14 @@ def _child(args: Sequence[str], netns_name: str | None, log_path: str, role: str
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    _set_comm(role)
-    if netns_name:
-        netns.enter(netns_name)
-    from netlab.cli.main import main
-
+    _set_comm(component.role)
+    if component.netns:
+        netns.enter(component.netns)
     try:
-        main.main(list(args), prog_name="knetlab")  # exits: click's standalone mode
+        components.run(component, state)
+    except NetlabError as exc:  # a clean line, as knetlab prints the project's errors
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # the log is the only place anyone will see it
@@ -131,11 +139,11 @@ def _child(args: Sequence[str], netns_name: str | None, log_path: str, role: str
     return 0
 
 
-def fork_command(args: Sequence[str], *, netns_name: str | None, log_path: str,
-                 role: str) -> ForkedProcess:
-    """Run `knetlab ARGS` in a fork of this process; its output goes to `log_path`."""
+def fork_component(component: components.Component, state: StateDir,
+                   log_path: str) -> ForkedProcess:
+    """Run the component in a fork of this process; its output goes to `log_path`."""
     if threading.active_count() != 1:
-        raise RuntimeError("fork_command needs a single-threaded parent")
+        raise RuntimeError("fork_component needs a single-threaded parent")
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -143,7 +151,7 @@ def fork_command(args: Sequence[str], *, netns_name: str | None, log_path: str,
         return ForkedProcess(pid)
     code = 1
     try:
-        code = _child(args, netns_name, log_path, role)
+        code = _child(component, state, log_path)
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.api.cluster import ClusterConfig
+from netlab.control.pods import is_ready, is_terminating
 from netlab.errors import NetlabError, StoreError
 from netlab.kernel import netns
 from netlab.lab import cleanup
@@ -285,56 +286,83 @@ def wait_nodes_ready(objects: Objects, state: StateDir, names: list[str], report
         time.sleep(0.05)
 
 
-def pod_is_ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 class PodCounts:
-    """(Ready, expected, present) pods, kept current by an informer; None until it lists.
+    """(Ready, expected, present pods, rolled out), kept current by an informer; None
+    until it lists.
 
-    Counting from the informer's cache decodes each pod once per change, where
-    listing the store every tick decoded every pod every tick: the waiting process
-    was a large share of bring-up CPU at a few hundred pods.
+    Rolled out is False while a Deployment's controller has not acted on its
+    latest spec (as `kubectl rollout status` tells: observedGeneration behind, or
+    fewer updated replicas than asked for), so that a wait right after an apply does
+    not end on the pods of the old spec.
+
+    Counted from the informer's events, each pod decoded once per change and
+    summed from a small record: listing the store every tick decoded every pod
+    every tick, and recounting the whole cache per batch was most of what the
+    waiting process did at hundreds of pods. `changed` is set on every count, so
+    the waiter wakes when the last pod turns Ready, not a tick later.
     """
 
     def __init__(self, objects: Objects) -> None:
-        self.counts: tuple[int, int, int] | None = None
+        self.counts: tuple[int, int, int, bool] | None = None
+        self.changed = threading.Event()
+        self._pods: dict[tuple[str | None, str], tuple[bool, bool]] = {}  # (ready, bare)
+        # per Deployment: (replicas, rolled out)
+        self._deployments: dict[tuple[str | None, str], tuple[int, bool]] = {}
         self.informer = Informer(objects, ["Pod", "Deployment"], self._count)
 
-    def _count(self, _events: list[ObjectEvent]) -> None:
-        """On the informer's thread, the only one that may read its cache while it changes."""
-        pods = self.informer.items("Pod")
-        deployments = self.informer.items("Deployment")
-        expected = sum(int(d["spec"].get("replicas", 1)) for d in deployments) + sum(
-            1 for p in pods if not p["metadata"].get("ownerReferences"))
-        ready = sum(1 for p in pods if pod_is_ready(p) and not p["metadata"].get(
-            "deletionTimestamp"))
-        self.counts = (ready, expected, len(pods))
+    def _count(self, events: list[ObjectEvent]) -> None:
+        """On the informer's thread (its first batch is the initial list)."""
+        for ev in events:
+            meta = ev.obj["metadata"]
+            key = (meta.get("namespace"), meta["name"])
+            if ev.type == "DELETED":
+                (self._pods if ev.kind == "Pod" else self._deployments).pop(key, None)
+            elif ev.kind == "Pod":
+                self._pods[key] = (is_ready(ev.obj) and not is_terminating(ev.obj),
+                                   not meta.get("ownerReferences"))
+            else:
+                self._deployments[key] = _rollout(ev.obj)
+        ready = sum(1 for is_ready_, _ in self._pods.values() if is_ready_)
+        bare = sum(1 for _, is_bare in self._pods.values() if is_bare)
+        replicas = sum(n for n, _ in self._deployments.values())
+        rolled_out = all(done for _, done in self._deployments.values())
+        self.counts = (ready, replicas + bare, len(self._pods), rolled_out)
+        self.changed.set()
+
+
+def _rollout(deploy: dict[str, Any]) -> tuple[int, bool]:
+    """A Deployment's replicas, and whether its controller has caught up with its spec."""
+    replicas = int(deploy["spec"].get("replicas", 1))
+    status = deploy.get("status") or {}
+    return replicas, (status.get("observedGeneration", 0) >= deploy["metadata"].get(
+        "generation", 1) and status.get("updatedReplicas", 0) == replicas)
 
 
 def wait_pods_ready(objects: Objects, state: StateDir, report: Progress,
                     timeout: float) -> None:
+    """Until every pod the manifests ask for exists and is Ready.
+
+    Every Deployment was written before this starts (`apply` runs first), and the
+    manifests make no other owners (Pod, Deployment, Service, Namespace), so pods
+    expected = replicas of each Deployment + bare pods, and no pod still to come
+    can hide behind a count that is already complete.
+    """
     deadline = time.monotonic() + timeout
-    settled_since = None
     check_supervisor = SupervisorCheck(state)
     pods = PodCounts(objects)
     pods.informer.start()
     try:
         while True:
-            ready, expected, present = pods.counts or (0, 1, 0)
+            pods.changed.clear()
+            ready, expected, present, rolled_out = pods.counts or (0, 1, 0, False)
             report("pods", ready, max(expected, present))
-            if ready >= expected and ready == present:
-                settled_since = settled_since or time.monotonic()
-                if time.monotonic() - settled_since > 0.1:
-                    return
-            else:
-                settled_since = None
+            if ready >= expected and ready == present and rolled_out:
+                return
             check_supervisor()
             if time.monotonic() > deadline:
                 raise LabError(f"pods not ready after {timeout:.0f}s ({ready}/{expected}); "
                                f"see knetlab get pods and {state.path}/logs/")
-            time.sleep(0.05)
+            pods.changed.wait(0.25)
     finally:
         pods.informer.stop()
 

@@ -1,6 +1,7 @@
 """The lab supervisor: starts the lab's processes and restarts any that die.
 
-One supervisor per lab, detached from the terminal that ran `knetlab up`. It runs
+One supervisor per lab, detached from the terminal that ran `knetlab up`
+(`python -m netlab.lab`). It runs
 the lab's own etcd if it has one (first, in the control-plane node), the control
 plane, and per node an agent and a runtime, each in the node's namespace, logging
 to the state dir. The netlab components are forks of the supervisor, which imports
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 
 from netlab.errors import StoreError
 from netlab.kernel import netns
-from netlab.lab.forked import PRELOAD, ForkedProcess, fork_command, preload
+from netlab.lab.components import Component
+from netlab.lab.forked import PRELOAD, ForkedProcess, fork_component, preload
 from netlab.lab.state import StateDir
 from netlab.store import etcd_server, open_store
 from netlab.store.objects import Objects
@@ -37,11 +39,10 @@ STORE_ROLE = "etcd"
 
 @dataclass
 class Child:
-    """One lab process: `command` (knetlab subcommand args, forked in `netns`) or `argv`."""
+    """One lab process: a netlab `component` (forked) or a program's `argv` (exec'd)."""
 
     role: str
-    command: list[str] = field(default_factory=list)
-    netns: str | None = None
+    component: Component | None = None
     argv: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | ForkedProcess | None = None
     restarts: int = 0
@@ -52,24 +53,17 @@ class Child:
 def components(state: StateDir) -> list[Child]:
     """Every process of the lab: the store (exec'd) and the netlab components (forked)."""
     lab = state.read_lab()
-    common = ["--state-dir", state.path]
     children = []
     member = (lab.get("store") or {}).get("member")
     if member:  # the lab's own etcd, in the control-plane node as kubeadm runs it
         children.append(Child(STORE_ROLE, argv=[
             "nsenter", f"--net={netns.path_of(member['netns'])}",
             *etcd_server.member_argv(lab["name"], state.etcd_data_dir, member["address"])]))
-    children.append(Child("control-plane", ["control-plane", *common]))
-    for node in lab["nodes"]:
-        # Forked into the node's namespace, and each enters it again itself: a node
-        # component must never run in the host's namespace.
-        node_args = [*common, "--node", node["name"], "--netns", node["netns"]]
-        children.append(Child(f"agent-{node['name']}",
-                              ["agent", *node_args, "--address", node["address"],
-                               "--role", node["role"]], netns=node["netns"]))
-        children.append(Child(f"runtime-{node['name']}", ["runtime", *node_args],
-                              netns=node["netns"]))
-    return children
+    # Node components are forked into their node's namespace (lab/forked.py).
+    lab_components = [Component("control-plane"),
+                      *(Component(kind, node) for node in lab["nodes"]
+                        for kind in ("agent", "runtime"))]
+    return children + [Child(c.role, component=c) for c in lab_components]
 
 
 class Supervisor:
@@ -80,13 +74,12 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         log_path = self.state.log_path(child.role)
-        if child.argv:
+        if child.component is None:
             with open(log_path, "ab") as log_file:
                 child.proc = subprocess.Popen(child.argv, stdout=log_file,
                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         else:
-            child.proc = fork_command(child.command, netns_name=child.netns, log_path=log_path,
-                                      role=child.role)
+            child.proc = fork_component(child.component, self.state, log_path)
         self.state.record_process(child.role, child.proc.pid)
         log.info("started %s (pid %d)", child.role, child.proc.pid)
 
@@ -96,14 +89,15 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        preload("control-plane")
+        proxy_mode = self.state.read_config().proxy_mode
+        preload("control-plane", proxy_mode)
         store = [c for c in self.children if c.role == STORE_ROLE]
         self._wait_for_nodes(store)
-        for command in PRELOAD:  # each kind of component as soon as its modules are in
+        for kind in PRELOAD:  # each kind of component as soon as its modules are in
             if self.stopping:
                 break
-            preload(command)
-            self._tend([c for c in self.children if c.command[:1] == [command]])
+            preload(kind, proxy_mode)
+            self._tend([c for c in self.children if c.component and c.component.kind == kind])
         while not self.stopping:
             self._tend(self.children)
             time.sleep(0.2)
@@ -182,8 +176,8 @@ def _take_request(state: StateDir, role: str, pid: int) -> bool:
 def spawn_supervisor(state: StateDir) -> int:
     """Start the supervisor detached from this terminal; returns its pid."""
     log_file = open(state.log_path("supervisor"), "ab")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "netlab", "supervise", "--state-dir",
-                             state.path], stdout=log_file, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "netlab.lab", "--state-dir", state.path],
+                            stdout=log_file, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     log_file.close()

@@ -52,6 +52,10 @@ PROXY_KINDS = ("Service", "EndpointSlice", "Node")
 PROXY_METRICS_PORT = 10249
 PROXY_HEALTHZ_PORT = 10256
 RECONCILE_RETRY_SECONDS = 2.0
+# While probes are still pending, readiness changes are gathered for up to this long
+# after the previous commit, so that a bring-up writes one commit per burst of
+# results (each commit wakes every watcher of the store), not one per few pods.
+READINESS_BATCH_SECONDS = 0.1
 
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
@@ -270,9 +274,14 @@ class Agent:
         self.readiness.put((key, ready))  # on the probe loop: never block it on the store
 
     def _readiness_writer(self) -> None:
-        """Write Ready changes in batches: a burst of first successes is one commit."""
+        """Write Ready changes in batches: a burst of first successes is one commit.
+
+        The last pending probe's result is written at once: nothing is held back
+        once no probe is left to wait for.
+        """
         assert self.pods is not None
         changes: dict[str, bool] = {}
+        last_commit = 0.0
         while not self.stop.is_set():
             try:
                 key, ready = self.readiness.get(timeout=0.5)
@@ -280,12 +289,20 @@ class Agent:
             except queue.Empty:
                 if not changes:
                     continue
+            gather_until = last_commit + READINESS_BATCH_SECONDS
+            while self.prober.unready and (left := gather_until - time.monotonic()) > 0:
+                try:
+                    key, ready = self.readiness.get(timeout=left)
+                    changes[key] = ready
+                except queue.Empty:
+                    break
             while not self.readiness.empty():
                 key, ready = self.readiness.get_nowait()
                 changes[key] = ready
             try:
                 self.pods.publish_readiness(changes)
                 changes = {}
+                last_commit = time.monotonic()
             except NetlabError as exc:  # keep the changes; newer ones overwrite them
                 log.error("pod readiness: %s; retrying", exc)
                 self.stop.wait(0.5)

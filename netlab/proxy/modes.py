@@ -9,18 +9,21 @@ kernel lacks them it is refused here with a message that says what is missing.
 from __future__ import annotations
 
 import gzip
+import importlib
 import os
 import platform
 from collections.abc import Sequence
 from typing import Any
 
 from netlab.errors import KernelError
-from netlab.proxy.iptables.backend import new_proxier as iptables_proxier
-from netlab.proxy.ipvs.backend import new_proxier as ipvs_proxier
-from netlab.proxy.nftables.backend import new_proxier as nftables_proxier
 from netlab.proxy.proxier import Proxier
 
-MODES = ("iptables", "ipvs", "nftables")
+# Each mode's module with its `new_proxier`, imported when a node runs that mode: a
+# node (and a lab's supervisor, which loads what its agents run) needs one of them.
+BACKENDS = {"iptables": "netlab.proxy.iptables.backend",
+            "ipvs": "netlab.proxy.ipvs.backend",
+            "nftables": "netlab.proxy.nftables.backend"}
+MODES = tuple(BACKENDS)
 # What IPVS mode needs from the kernel: (module, kernel config option).
 IPVS_NEEDS = (("ip_vs", "CONFIG_IP_VS"), ("dummy", "CONFIG_DUMMY"))
 
@@ -99,9 +102,10 @@ def new_proxier_for(mode: str, namespace: str | None, node_name: str, node_ips: 
     `ipvs_scheduler` by IPVS mode only (kube-proxy's --ipvs-scheduler).
     """
     check_mode(mode)
+    new_proxier = importlib.import_module(BACKENDS[mode]).new_proxier
     if mode == "nftables":
-        return nftables_proxier(namespace, node_name, node_ips, service_cidrs=service_cidrs,
-                                **options)
+        return new_proxier(namespace, node_name, node_ips, service_cidrs=service_cidrs,
+                           **options)
     if mode == "ipvs":
-        return ipvs_proxier(namespace, node_name, node_ips, scheduler=ipvs_scheduler, **options)
-    return iptables_proxier(namespace, node_name, node_ips, **options)
+        return new_proxier(namespace, node_name, node_ips, scheduler=ipvs_scheduler, **options)
+    return new_proxier(namespace, node_name, node_ips, **options)
