@@ -171,9 +171,7 @@ def agent(store_url: str | None, node: str | None, iface: str | None, address: s
     iface, address = _node_interface(iface, address, url)
     _preflight()
     config = _with_mtu_of(config, iface)
-    the_agent = Agent(url, state, config, node, address, role, iface)
-    threading.Thread(target=lambda: (stop.wait(), the_agent.stop.set()), daemon=True).start()
-    the_agent.run()
+    Agent(url, state, config, node, address, role, iface).run_until(stop)
 
 
 def _node_interface(iface: str | None, address: str | None, url: str) -> tuple[str, str]:

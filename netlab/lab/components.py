@@ -11,7 +11,6 @@ second of CPU) off the way from `knetlab up` to a ready lab.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +56,7 @@ def run(component: Component, state: StateDir) -> None:
         log.info("node interface %s, address %s", iface, address)
         agent = Agent(state.node_store_url, state, config, component.node["name"], address,
                       component.node["role"], iface)
-        threading.Thread(target=lambda: (stop.wait(), agent.stop.set()), daemon=True).start()
-        agent.run()
+        agent.run_until(stop)
     else:
         from netlab.node.runtime import Runtime
 

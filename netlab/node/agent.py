@@ -338,6 +338,11 @@ class Agent:
         self.proxy_informer = informer
 
     # lifecycle ----------------------------------------------------------------------
+    def run_until(self, stop: threading.Event) -> None:
+        """run(), ended by `stop` (the process's SIGTERM) as well as by its own."""
+        threading.Thread(target=lambda: (stop.wait(), self.stop.set()), daemon=True).start()
+        self.run()
+
     def run(self) -> None:
         settings = agentconfig.load(agentconfig.config_path(self.state.node_dir(self.node)))
         pod_cidr = self.register()
