@@ -100,11 +100,14 @@ def answers(pod_netns: str, ip: str, port: int = 80) -> str | None:
         return None
 
 
-def all_ready(m: Machines) -> bool:
+def all_ready(m: Machines, web: int | None = None) -> bool:
+    """Every pod Ready (and, with `web`, that many web pods), seen in one list."""
     pods, _ = m.objects().list("Pod", None)
-    return bool(pods) and all(
+    ready = bool(pods) and all(
         any(c.get("type") == "Ready" and c.get("status") == "True"
             for c in (p.get("status") or {}).get("conditions") or []) for p in pods)
+    return ready and (web is None or web == sum(
+        (p["metadata"].get("labels") or {}).get("app") == "web" for p in pods))
 
 
 def cluster_ip(m: Machines, name: str) -> str:
@@ -128,7 +131,7 @@ def cluster(tmp_path_factory) -> Iterator[Machines]:
             deployment("web", 2), service("web", node_port=30080),
             pod("client-1", "worker-1"), pod("client-2", "worker-2")])
         assert applied.returncode == 0, applied.stderr
-        wait_for(lambda: all_ready(m) and len(pod_ips(m, "web")) == 2, 120,
+        wait_for(lambda: all_ready(m, web=2), 120,
                  "every pod Ready")
         yield m
     finally:
@@ -176,7 +179,8 @@ def test_pods_and_services_work_across_machines(cluster):
                     >= set(web), 30, "both web pods behind the ClusterIP, from worker-1")
     # NodePort on a worker's private address, from the control-plane machine.
     worker = cluster.addresses["worker-2"]
-    assert answers(cluster.netns("control-plane"), worker, 30080) in web
+    assert wait_for(lambda: answers(cluster.netns("control-plane"), worker, 30080) in web, 30,
+                    "worker-2's NodePort, from the control-plane machine")
     # Cluster DNS (the config in the store said enabled), served on whichever machine.
     dig = cluster.run(client, "dig", "+short", "+time=2", "web.default.svc.cluster.local")
     assert dig.stdout.strip() == ip
@@ -277,7 +281,7 @@ def test_control_plane_and_etcd_restarted_allocate_nothing_twice(cluster):
     cluster.start_control_plane()
     manifests = [deployment("web", 4)] + [service(f"more-{i}") for i in range(5)]
     assert knetlab(cluster, "apply", manifests=manifests).returncode == 0
-    wait_for(lambda: all_ready(cluster) and len(pod_ips(cluster, "web")) == 4, 90,
+    wait_for(lambda: all_ready(cluster, web=4), 90,
              "web scaled to 4")
     objects = cluster.objects()
     ips = [s["spec"]["clusterIP"] for s in objects.list("Service", None)[0]]

@@ -271,6 +271,17 @@ def refused(lab: RunningLab, client: Client, node: str, name: str, ip: str) -> f
     return started
 
 
+def knows_endpoints(lab: RunningLab, node: str, name: str) -> None:
+    """Wait until `node`'s proxy has programmed the Service with its endpoints.
+
+    A node without a local endpoint answers nothing to prove it has synced: before
+    it knows the endpoints it REJECTs (no endpoints at all), after it DROPs.
+    """
+    eventually(lambda: (rules := rules_of(lab, node, name))
+               and not any(has_no_endpoints(lab, r) for r in rules),
+               what=f"{node}'s rules for {name} with its endpoints")
+
+
 def down(client: Client, ip: str, port: int = 80, timeout: float = 15.0) -> None:
     """Wait until a request to ip:port fails (no rule any more: the packet goes nowhere)."""
     eventually(lambda: client.error(ip, port) is not None, timeout,
@@ -533,6 +544,7 @@ def test_respect_internal_traffic_policy_local_pod_to_pod(lab, made):
     assert up(c2, ip, want={"b2", "b3"})
     up(c1, only_b1)
     # worker-2 has no local endpoint: DROP (a timeout), not REJECT (IPVS: see MODE_DIFFERENCES).
+    knows_endpoints(lab, "worker-2", "sv-itp-b1")
     assert c2.error(only_b1) is TimeoutError
 
 
@@ -546,6 +558,7 @@ def test_external_traffic_policy_local_keeps_the_client_ip(lab, made):
     assert up(ext, lab.node_ip("worker-2"), port, want={"b2", "b3"})
     assert ext.http(lab.node_ip("worker-1"), port, "clientip").split(":")[0] == EXT_IP
     # No local endpoint: DROP (IPVS: see MODE_DIFFERENCES).
+    knows_endpoints(lab, "control-plane", "sv-etp")
     assert ext.error(lab.node_ip("control-plane"), port) is TimeoutError
 
 
