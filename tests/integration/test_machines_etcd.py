@@ -110,6 +110,15 @@ def all_ready(m: Machines, web: int | None = None) -> bool:
         (p["metadata"].get("labels") or {}).get("app") == "web" for p in pods))
 
 
+def overlay_up(m: Machines) -> bool:
+    """Every node annotated by its flannel, as `knetlab up` waits for (a node without
+    pods, the control plane, may come up after every pod is Ready)."""
+    nodes, _ = m.objects().list("Node")
+    return set(m.names) <= {
+        n["metadata"]["name"] for n in nodes
+        if "flannel.alpha.coreos.com/public-ip" in (n["metadata"].get("annotations") or {})}
+
+
 def cluster_ip(m: Machines, name: str) -> str:
     return m.objects().get("Service", "default", name)["spec"]["clusterIP"]
 
@@ -133,6 +142,7 @@ def cluster(tmp_path_factory) -> Iterator[Machines]:
         assert applied.returncode == 0, applied.stderr
         wait_for(lambda: all_ready(m, web=2), 120,
                  "every pod Ready")
+        wait_for(lambda: overlay_up(m), 60, "every node's overlay (flannel's annotations)")
         yield m
     finally:
         m.remove()
