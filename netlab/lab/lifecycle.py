@@ -24,7 +24,7 @@ from netlab.kernel import netns
 from netlab.lab import cleanup
 from netlab.lab.netns_machines import NetnsMachines, Underlay, machine_netns
 from netlab.lab.state import ProcessRecord, StateDir, running_labs
-from netlab.lab.supervisor import spawn_supervisor
+from netlab.lab.supervisor import components, spawn_supervisor
 from netlab.node import podfiles
 from netlab.node.agent import node_object
 from netlab.store import clusterconfig, etcd_server, etcd_url, open_store
@@ -174,7 +174,10 @@ def up(plan: LabPlan, apply: Callable[[Objects, list[dict[str, Any]]], None],
         # As `kubectl apply` right after `kubeadm join`: the control plane schedules
         # while the agents still start, and each agent finds its pods waiting.
         apply(objects, list(plan.manifests))
-        wait_nodes_ready(objects, state, [n.name for n in plan.nodes], report, timeout)
+        # A VM lab's processes run in its guests, recorded there.
+        started = frozenset() if plan.node_backend == "vm" else frozenset(
+            c.role for c in components(state))
+        wait_nodes_ready(objects, state, [n.name for n in plan.nodes], report, timeout, started)
         wait_pods_ready(objects, state, report, timeout)
     except LabError as exc:
         evidence = log_errors(state)
@@ -269,7 +272,9 @@ def _exited(proc: ProcessRecord) -> bool:
 
 
 def wait_nodes_ready(objects: Objects, state: StateDir, names: list[str], report: Progress,
-                     timeout: float) -> None:
+                     timeout: float, started: frozenset[str] = frozenset()) -> None:
+    """Until every node has its podCIDR and its overlay, and every process in `started`
+    (roles) has been started: a lab without pods is ready with its runtimes running."""
     deadline = time.monotonic() + timeout
     check_supervisor = SupervisorCheck(state)
     while True:
@@ -278,7 +283,7 @@ def wait_nodes_ready(objects: Objects, state: StateDir, names: list[str], report
                  and (n["metadata"].get("annotations") or {}).get(
                      "flannel.alpha.coreos.com/public-ip")]
         report("nodes", len(ready), len(names))
-        if len(ready) == len(names):
+        if len(ready) == len(names) and started <= {p.role for p in state.processes()}:
             return
         check_supervisor()
         if time.monotonic() > deadline:

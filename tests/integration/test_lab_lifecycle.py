@@ -60,6 +60,16 @@ def test_up_twice_under_one_name_is_refused_and_keeps_the_first_lab():
         assert lab.objects.list("Node")[0]
 
 
+def test_up_without_pods_returns_with_every_lab_process_running():
+    """Nothing to be Ready is no reason to return before the runtimes exist."""
+    data = {**lab_data("t-nopods"), "dns": {"enabled": False}}
+    with running_lab(data) as lab:
+        nodes = ("control-plane", "worker-1", "worker-2")
+        assert {p.role for p in lab.state.processes() if p.alive()} >= {
+            "supervisor", "control-plane",
+            *(f"{kind}-{node}" for node in nodes for kind in ("agent", "runtime"))}
+
+
 def test_bad_lab_file_is_rejected_naming_file_and_field_with_nothing_created(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: t-bad\nnetwork:\n  podCIDR: 10.96.0.0/16\n")
