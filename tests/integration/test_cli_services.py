@@ -38,10 +38,25 @@ def lab() -> Iterator[RunningLab]:
     before = HostState.capture(LAB)
     running = start_lab(data, LAB, base_dir=TOPOLOGIES)
     try:
+        # `up` returns when the pods are Ready; the Endpoints controller follows them
+        # within a pass of the control plane, as in Kubernetes.
+        running.wait_for(lambda: endpoints_follow_ready_pods(running), 30,
+                         "the Services' Endpoints to list every Ready web pod")
         yield running
     finally:
         lifecycle.down(LAB)
     assert own_footprint(HostState.capture(LAB)) == own_footprint(before)
+
+
+def endpoints_follow_ready_pods(lab: RunningLab) -> bool:
+    web = {p["status"]["podIP"] for p in lab.pods() if p["metadata"]["name"].startswith("web-")}
+    for service in ("web", "web-nodeport"):
+        endpoints = lab.objects.get("Endpoints", "default", service) or {}
+        ready = {a["ip"] for subset in endpoints.get("subsets") or []
+                 for a in subset.get("addresses") or []}
+        if ready != web:
+            return False
+    return bool(web)
 
 
 def knetlab(*args: str) -> Result:
