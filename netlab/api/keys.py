@@ -20,6 +20,12 @@ REGISTRY = "/registry"
 FLANNEL_PREFIX = "/coreos.com/network"
 FLANNEL_CONFIG_KEY = f"{FLANNEL_PREFIX}/config"
 FLANNEL_SUBNETS_PREFIX = f"{FLANNEL_PREFIX}/subnets/"
+FLANNEL_PUBLIC_IP_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
+
+
+def overlay_annotated(node: Mapping[str, Any]) -> bool:
+    """Whether the node's flannel has set up its overlay: it annotates the Node then."""
+    return FLANNEL_PUBLIC_IP_ANNOTATION in (node.get("metadata", {}).get("annotations") or {})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from netlab.api import keys
 from netlab.cli.render import pod_row
 from netlab.lab.state import StateDir
 from netlab.store import open_store
@@ -43,8 +44,7 @@ def agent_state(name: str, node: dict, alive: dict[str, bool]) -> str:
     agent runs inside, where this host cannot see it) and the node it registered."""
     if f"agent-{name}" in alive:
         return "running" if alive[f"agent-{name}"] else "down"
-    registered = "flannel.alpha.coreos.com/public-ip" in (
-        node.get("metadata", {}).get("annotations") or {})
+    registered = keys.overlay_annotated(node)
     return "running (in its VM)" if alive.get(f"vm-{name}") and registered else "down"
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from netlab.api import keys
 from netlab.api.cluster import ClusterConfig
 from netlab.control.pods import is_ready, is_terminating
 from netlab.errors import NetlabError, StoreError
@@ -280,8 +281,7 @@ def wait_nodes_ready(objects: Objects, state: StateDir, names: list[str], report
     while True:
         nodes, _ = objects.list("Node")
         ready = [n for n in nodes if n["metadata"]["name"] in names and n["spec"].get("podCIDR")
-                 and (n["metadata"].get("annotations") or {}).get(
-                     "flannel.alpha.coreos.com/public-ip")]
+                 and keys.overlay_annotated(n)]
         report("nodes", len(ready), len(names))
         if len(ready) == len(names) and started <= {p.role for p in state.processes()}:
             return

@@ -163,7 +163,7 @@ class Agent:
         def change(node: Obj) -> Obj:
             ann = node["metadata"].setdefault("annotations", {})
             ann["flannel.alpha.coreos.com/backend-type"] = lease.backend_type
-            ann["flannel.alpha.coreos.com/public-ip"] = lease.public_ip
+            ann[keys.FLANNEL_PUBLIC_IP_ANNOTATION] = lease.public_ip
             ann["flannel.alpha.coreos.com/kube-subnet-manager"] = "false"
             if lease.backend_type == "vxlan":
                 ann["flannel.alpha.coreos.com/backend-data"] = (

@@ -23,6 +23,9 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
+from netlab.api import keys
+from netlab.control.meta import labels_of
+from netlab.control.pods import is_ready
 from netlab.kernel import netns
 from netlab.store.etcd_server import etcd_binary
 from tests.hoststate import HostState
@@ -103,20 +106,15 @@ def answers(pod_netns: str, ip: str, port: int = 80) -> str | None:
 def all_ready(m: Machines, web: int | None = None) -> bool:
     """Every pod Ready (and, with `web`, that many web pods), seen in one list."""
     pods, _ = m.objects().list("Pod", None)
-    ready = bool(pods) and all(
-        any(c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (p.get("status") or {}).get("conditions") or []) for p in pods)
-    return ready and (web is None or web == sum(
-        (p["metadata"].get("labels") or {}).get("app") == "web" for p in pods))
+    return bool(pods) and all(is_ready(p) for p in pods) and (
+        web is None or web == sum(labels_of(p).get("app") == "web" for p in pods))
 
 
 def overlay_up(m: Machines) -> bool:
     """Every node annotated by its flannel, as `knetlab up` waits for (a node without
     pods, the control plane, may come up after every pod is Ready)."""
     nodes, _ = m.objects().list("Node")
-    return set(m.names) <= {
-        n["metadata"]["name"] for n in nodes
-        if "flannel.alpha.coreos.com/public-ip" in (n["metadata"].get("annotations") or {})}
+    return set(m.names) <= {n["metadata"]["name"] for n in nodes if keys.overlay_annotated(n)}
 
 
 def cluster_ip(m: Machines, name: str) -> str:
@@ -168,7 +166,7 @@ def test_each_node_uses_its_private_address_never_the_shared_nat_one(cluster):
         name = node["metadata"]["name"]
         internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
         assert internal == [cluster.addresses[name]]
-        assert node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] == \
+        assert node["metadata"]["annotations"][keys.FLANNEL_PUBLIC_IP_ANNOTATION] == \
             cluster.addresses[name]
     vxlan = cluster.run(cluster.netns("worker-1"), "ip", "-d", "link", "show", "flannel.1").stdout
     assert f"local {cluster.addresses['worker-1']} dev eth1" in vxlan
