@@ -59,13 +59,18 @@ def _condition(kind: str, status: bool, now: str) -> dict[str, Any]:
             "lastProbeTime": None, "lastTransitionTime": now}
 
 
-def running_status(pod: Obj, ip: str, host_ip: str, ready: bool) -> dict[str, Any]:
-    """The status kubelet reports for a running pod."""
+def sandbox_status(pod: Obj, ip: str, host_ip: str) -> dict[str, Any]:
+    """The status kubelet reports once the sandbox is up and before any container runs.
+
+    The pod has its address (kubelet reports podIP from the sandbox) but is Pending,
+    its containers waiting in ContainerCreating and not Ready: they start when the
+    node's runtime serves them, which `containers_started` reports.
+    """
     now = now_rfc3339()
     old = pod.get("status") or {}
     containers = pod.get("spec", {}).get("containers") or []
     return {
-        "phase": "Running",
+        "phase": "Pending",
         "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
         "podIP": ip, "podIPs": [{"ip": ip}],
         "startTime": old.get("startTime") or now,
@@ -73,17 +78,41 @@ def running_status(pod: Obj, ip: str, host_ip: str, ready: bool) -> dict[str, An
         "conditions": [
             _condition("PodReadyToStartContainers", True, now),
             _condition("Initialized", True, now),
-            _condition("Ready", ready, now),
-            _condition("ContainersReady", ready, now),
+            _condition("Ready", False, now),
+            _condition("ContainersReady", False, now),
             _condition("PodScheduled", True, now),
         ],
         "containerStatuses": [{
             "name": c.get("name", f"c{i}"), "image": c.get("image", ""), "imageID": "",
-            "containerID": f"netlab://{pod['metadata'].get('uid', '')}/{c.get('name', i)}",
-            "ready": ready, "started": True, "restartCount": 0,
-            "state": {"running": {"startedAt": old.get("startTime") or now}},
+            "containerID": "", "ready": False, "started": False, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}},
         } for i, c in enumerate(containers)],
     }
+
+
+def containers_started(pod: Obj) -> Obj | None:
+    """The pod with its containers running, or None if it already says so.
+
+    Written by the node's runtime once the pod's workloads listen, as kubelet reports
+    a container running once the runtime has started it. A pod without a readiness
+    probe is Ready from then on; one with a probe becomes Ready when the probe
+    first succeeds (the agent's prober), so its Ready condition is left alone.
+    """
+    status = pod.get("status") or {}
+    if status.get("phase") == "Running":
+        return None
+    now = now_rfc3339()
+    ready = readiness_probe(pod) is None
+    uid = pod["metadata"].get("uid", "")
+    for cs in status.get("containerStatuses") or []:
+        cs.update(containerID=f"netlab://{uid}/{cs['name']}", started=True,
+                  state={"running": {"startedAt": now}})
+        cs["ready"] = cs["ready"] or ready
+    for cond in status.get("conditions") or []:
+        if ready and cond["type"] in ("Ready", "ContainersReady") and cond["status"] != "True":
+            cond.update(status="True", lastTransitionTime=now)
+    status["phase"] = "Running"
+    return pod
 
 
 def set_ready(pod: Obj, ready: bool) -> Obj | None:
@@ -119,7 +148,7 @@ class PodManager:
         self.on_sandbox = on_sandbox
         self.on_teardown = on_teardown
         self.sandboxes: dict[str, PodSandbox] = {}
-        self.unpublished: set[str] = set()  # sandboxes whose Running status failed to commit
+        self.unpublished: set[str] = set()  # sandboxes whose status failed to commit
         # terminating pods whose workloads still serve (termination.py): key -> monotonic
         # time their sandbox may go
         self.stopping: dict[str, float] = {}
@@ -220,15 +249,15 @@ class PodManager:
                                         self.config.dns_cluster_ip, host)
 
     def _publish(self, started: list[tuple[Obj, PodSandbox]]) -> None:
-        """Write running status for a batch: one CAS commit, per-pod retries on conflict."""
+        """Write the sandboxes' status (address, Pending) for a batch: one CAS commit,
+        per-pod retries on conflict."""
         updates = []
         for pod, sandbox in started:
             current = pod.get("status", {})
-            if current.get("podIP") == sandbox.ip and current.get("phase") == "Running":
+            if current.get("podIP") == sandbox.ip:
                 continue
             # A shallow copy: the pod is the informer's, and transact copies what it stores.
-            updates.append({**pod, "status": running_status(
-                pod, sandbox.ip, self.host_ip, ready=readiness_probe(pod) is None)})
+            updates.append({**pod, "status": sandbox_status(pod, sandbox.ip, self.host_ip)})
         if not updates:
             return
         try:

@@ -2,8 +2,9 @@
 
 Probes run from the node's namespace (kubelet's) to the pod IP, except exec, which
 runs the command inside the pod's namespace. A pod without a readiness probe is
-ready as soon as its containers run. The prober only decides; the agent writes
-the Ready condition when a decision changes.
+ready as soon as its containers run, which the node's runtime reports (runtime.py).
+The prober only decides; the agent writes the Ready condition when a decision
+changes.
 """
 
 from __future__ import annotations

@@ -6,10 +6,16 @@ for CoreDNS pods, the cluster DNS server (netlab.dns). The runtime is its own
 process, separate from the agent, so that restarting the agent (kubelet, flannel
 and kube-proxy roles) leaves workloads serving, as a real container runtime keeps
 containers running across a kubelet restart.
+
+The runtime also reports what it started: a pod is Running (and, without a
+readiness probe, Ready) only once its servers listen, so Ready never runs ahead
+of the workload, as kubelet reports a container running only once the runtime
+has started it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 
@@ -18,15 +24,19 @@ from netlab.apps.container import plan_for_pod
 from netlab.apps.runner import PodServerThread
 from netlab.dns.addon import is_dns_pod
 from netlab.dns.pods import DNS_KINDS, DnsPods
-from netlab.errors import NetlabError
+from netlab.errors import ConflictError, NetlabError
 from netlab.node.podfiles import pod_netns_name
-from netlab.node.pods import pod_key
+from netlab.node.pods import containers_started, pod_key
 from netlab.node.termination import stop_delay
 from netlab.store import open_store
 from netlab.store.informer import Informer
 from netlab.store.objects import Obj, ObjectEvent, Objects
 
 log = logging.getLogger(__name__)
+
+# How often a started pod whose Running status could not be written (the store was
+# away) is reported again, when no change to the pods comes first.
+REPORT_RETRY_SECONDS = 1.0
 
 
 class Runtime:
@@ -39,6 +49,8 @@ class Runtime:
         self.apps = PodServerThread()
         self.dns = DnsPods(config.cluster_domain, config.dns_ttl, config.dns_upstreams)
         self.served: dict[str, tuple[str, str]] = {}  # key -> (uid, podIP)
+        self.unreported = False  # a started pod's Running status failed to commit
+        self.lock = threading.Lock()  # the informer's thread and the retry in run()
         self.informer = Informer(self.objects, list(DNS_KINDS), self._on_batch)
 
     def _on_batch(self, events: list[ObjectEvent]) -> None:
@@ -46,7 +58,8 @@ class Runtime:
             for ev in events:
                 self.dns.apply(ev.kind, ev.type, ev.obj)
         if any(ev.kind == "Pod" for ev in events):
-            self._reconcile()
+            with self.lock:
+                self._reconcile()
 
     def _node_pods(self) -> tuple[dict[str, Obj], dict[str, Obj]]:
         """This node's pods by key: those to serve (an address, not deleted) and those
@@ -79,6 +92,32 @@ class Runtime:
                 log.error("pod %s: cannot start workload: %s", key, exc)
                 continue
             self.served[key] = ident
+        self._report_started(wanted)
+
+    def _report_started(self, wanted: dict[str, Obj]) -> None:
+        """Mark the served pods that are not yet Running as Running, in one commit."""
+        updates = []
+        for key, pod in wanted.items():
+            if key not in self.served:
+                continue
+            # The informer's pod with a status of its own: containers_started edits it.
+            own = {**pod, "status": copy.deepcopy(pod.get("status") or {})}
+            if containers_started(own) is not None:
+                updates.append(own)
+        self.unreported = False
+        if not updates:
+            return
+        try:
+            try:
+                self.objects.transact(update=updates)
+            except ConflictError:  # the agent wrote one of them meanwhile: one by one
+                for pod in updates:
+                    meta = pod["metadata"]
+                    self.objects.mutate("Pod", meta["namespace"], meta["name"],
+                                        containers_started)
+        except NetlabError as exc:
+            log.warning("reporting started pods: %s; retrying", exc)
+            self.unreported = True
 
     def _start(self, key: str, pod: Obj) -> None:
         meta = pod["metadata"]
@@ -95,7 +134,10 @@ class Runtime:
 
     def run(self, stop: threading.Event) -> None:
         self.informer.start()
-        stop.wait()
+        while not stop.wait(REPORT_RETRY_SECONDS):
+            if self.unreported:
+                with self.lock:
+                    self._report_started(self._node_pods()[0])
         self.informer.stop()
         self.dns.close()
         self.apps.close()
