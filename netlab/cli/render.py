@@ -48,7 +48,10 @@ def pod_row(pod: Obj, wide: bool) -> Row:
     phase = "Terminating" if pod["metadata"].get("deletionTimestamp") else (
         status.get("phase") or "Pending")
     if phase == "Pending" and pod.get("spec", {}).get("nodeName"):
-        phase = "ContainerCreating"
+        # kubectl shows a waiting container's reason: ContainerCreating, RunContainerError
+        waiting = [c["state"]["waiting"].get("reason") for c in containers
+                   if "waiting" in c.get("state", {})]
+        phase = next((r for r in waiting if r), "ContainerCreating")
     row = [pod["metadata"]["name"], f"{ready}/{total}", phase, "0", age(pod)]
     if wide:
         row += [status.get("podIP") or "<none>", pod.get("spec", {}).get("nodeName") or "<none>",

@@ -115,6 +115,23 @@ def containers_started(pod: Obj) -> Obj | None:
     return pod
 
 
+def containers_failed(pod: Obj, message: str) -> Obj | None:
+    """The pod with its waiting containers failing to start, or None if it already says so.
+
+    Written by the runtime when it cannot serve a pod (a port another container of
+    the pod holds, flags it cannot read), as kubelet reports RunContainerError; the
+    pod stays Pending and not Ready, and `get pods` shows the reason.
+    """
+    status = pod.get("status") or {}
+    waiting = {"reason": "RunContainerError", "message": message}
+    changed = False
+    for cs in status.get("containerStatuses") or []:
+        if "waiting" in cs.get("state", {}) and cs["state"]["waiting"] != waiting:
+            cs["state"] = {"waiting": dict(waiting)}
+            changed = True
+    return pod if changed else None
+
+
 def set_ready(pod: Obj, ready: bool) -> Obj | None:
     """The pod with its Ready condition changed, or None if it already says so."""
     status = pod.get("status") or {}

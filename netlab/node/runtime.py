@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable
 
 from netlab.api.cluster import ClusterConfig
 from netlab.apps.container import plan_for_pod
@@ -26,7 +27,7 @@ from netlab.dns.addon import is_dns_pod
 from netlab.dns.pods import DNS_KINDS, DnsPods
 from netlab.errors import ConflictError, NetlabError
 from netlab.node.podfiles import pod_netns_name
-from netlab.node.pods import containers_started, pod_key
+from netlab.node.pods import containers_failed, containers_started, pod_key
 from netlab.node.termination import stop_delay
 from netlab.store import open_store
 from netlab.store.informer import Informer
@@ -82,6 +83,7 @@ class Runtime:
             self.dns.remove(key, lameduck=stop_delay(pod) if pod else 0.0)
             self.apps.remove_pod(key)
             del self.served[key]
+        failed: dict[str, str] = {}
         for key, pod in wanted.items():
             ident = (pod["metadata"]["uid"], pod["status"]["podIP"])
             if self.served.get(key) == ident:
@@ -90,19 +92,21 @@ class Runtime:
                 self._start(key, pod)
             except (NetlabError, OSError) as exc:
                 log.error("pod %s: cannot start workload: %s", key, exc)
+                failed[key] = str(exc)
                 continue
             self.served[key] = ident
-        self._report_started(wanted)
+        self._report(wanted, failed)
 
-    def _report_started(self, wanted: dict[str, Obj]) -> None:
-        """Mark the served pods that are not yet Running as Running, in one commit."""
+    def _report(self, wanted: dict[str, Obj], failed: dict[str, str]) -> None:
+        """Write, in one commit, the served pods not yet Running as Running and the
+        pods that failed to start as failing."""
         updates = []
         for key, pod in wanted.items():
-            if key not in self.served:
+            if key not in self.served and key not in failed:
                 continue
-            # The informer's pod with a status of its own: containers_started edits it.
+            # The informer's pod with a status of its own: the change edits it.
             own = {**pod, "status": copy.deepcopy(pod.get("status") or {})}
-            if containers_started(own) is not None:
+            if self._change(key, failed)(own) is not None:
                 updates.append(own)
         self.unreported = False
         if not updates:
@@ -114,10 +118,16 @@ class Runtime:
                 for pod in updates:
                     meta = pod["metadata"]
                     self.objects.mutate("Pod", meta["namespace"], meta["name"],
-                                        containers_started)
+                                        self._change(pod_key(pod), failed))
         except NetlabError as exc:
-            log.warning("reporting started pods: %s; retrying", exc)
+            log.warning("reporting pod status: %s; retrying", exc)
             self.unreported = True
+
+    @staticmethod
+    def _change(key: str, failed: dict[str, str]) -> Callable[[Obj], Obj | None]:
+        if key in failed:
+            return lambda pod: containers_failed(pod, failed[key])
+        return containers_started
 
     def _start(self, key: str, pod: Obj) -> None:
         meta = pod["metadata"]
@@ -137,7 +147,7 @@ class Runtime:
         while not stop.wait(REPORT_RETRY_SECONDS):
             if self.unreported:
                 with self.lock:
-                    self._report_started(self._node_pods()[0])
+                    self._report(self._node_pods()[0], {})
         self.informer.stop()
         self.dns.close()
         self.apps.close()

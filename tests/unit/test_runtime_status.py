@@ -1,5 +1,7 @@
 """A pod is Running, and Ready without a probe, only once the runtime serves it.
 
+A pod the runtime cannot serve stays Pending, not Ready, with the reason.
+
 kubelet reports a container running once the runtime has started it. Here the
 agent reports the sandbox (the pod's address, Pending, containers waiting) and the
 node's runtime, once the pod's servers listen, reports the containers running.
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 from netlab.api.cluster import ClusterConfig
+from netlab.cli.render import pod_row
 from netlab.node.pods import containers_started, sandbox_status, set_ready
 from netlab.node.runtime import Runtime
 from netlab.store import open_store
@@ -134,3 +137,12 @@ def test_the_runtime_reports_running_only_the_pods_it_serves(tmp_path):
     for name in ("broken", "elsewhere"):  # not started here: still waiting, not Ready
         assert phase(name) == "Pending"
         assert condition(objects.get("Pod", "default", name), "Ready") == "False"
+    [broken] = objects.get("Pod", "default", "broken")["status"]["containerStatuses"]
+    assert broken["state"] == {"waiting": {"reason": "RunContainerError",
+                                           "message": "[Errno 98] Address already in use"}}
+    [elsewhere] = objects.get("Pod", "default", "elsewhere")["status"]["containerStatuses"]
+    assert elsewhere["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    rows = {p["metadata"]["name"]: pod_row(p, wide=False) for p in objects.list("Pod")[0]}
+    assert [rows[n][1:3] for n in ("plain", "probed", "broken", "elsewhere")] == [
+        ["1/1", "Running"], ["0/1", "Running"], ["0/1", "RunContainerError"],
+        ["0/1", "ContainerCreating"]]
