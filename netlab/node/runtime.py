@@ -35,8 +35,8 @@ from netlab.store.objects import Obj, ObjectEvent, Objects
 
 log = logging.getLogger(__name__)
 
-# How often a started pod whose Running status could not be written (the store was
-# away) is reported again, when no change to the pods comes first.
+# How often a pod whose status could not be written (the store was away) is
+# reported again, when no change to the pods comes first.
 REPORT_RETRY_SECONDS = 1.0
 
 
@@ -50,7 +50,8 @@ class Runtime:
         self.apps = PodServerThread()
         self.dns = DnsPods(config.cluster_domain, config.dns_ttl, config.dns_upstreams)
         self.served: dict[str, tuple[str, str]] = {}  # key -> (uid, podIP)
-        self.unreported = False  # a started pod's Running status failed to commit
+        # pods started (None) or failed (the error) whose status is not yet written
+        self.to_report: dict[str, str | None] = {}
         self.lock = threading.Lock()  # the informer's thread and the retry in run()
         self.informer = Informer(self.objects, list(DNS_KINDS), self._on_batch)
 
@@ -83,7 +84,6 @@ class Runtime:
             self.dns.remove(key, lameduck=stop_delay(pod) if pod else 0.0)
             self.apps.remove_pod(key)
             del self.served[key]
-        failed: dict[str, str] = {}
         for key, pod in wanted.items():
             ident = (pod["metadata"]["uid"], pod["status"]["podIP"])
             if self.served.get(key) == ident:
@@ -92,23 +92,27 @@ class Runtime:
                 self._start(key, pod)
             except (NetlabError, OSError) as exc:
                 log.error("pod %s: cannot start workload: %s", key, exc)
-                failed[key] = str(exc)
+                self.to_report[key] = str(exc)
                 continue
             self.served[key] = ident
-        self._report(wanted, failed)
+            self.to_report[key] = None
+        self._report(wanted)
 
-    def _report(self, wanted: dict[str, Obj], failed: dict[str, str]) -> None:
-        """Write, in one commit, the served pods not yet Running as Running and the
-        pods that failed to start as failing."""
+    def _report(self, wanted: dict[str, Obj]) -> None:
+        """Write, in one commit, what happened to the pods started or failed since the
+        last report: Running, or failing with the error. Only those pods are looked at:
+        a pass over every pod of a node, on every change, was most of a runtime's CPU
+        in a large bring-up."""
         updates = []
-        for key, pod in wanted.items():
-            if key not in self.served and key not in failed:
-                continue
-            # The informer's pod with a status of its own: the change edits it.
-            own = {**pod, "status": copy.deepcopy(pod.get("status") or {})}
-            if self._change(key, failed)(own) is not None:
-                updates.append(own)
-        self.unreported = False
+        for key, error in list(self.to_report.items()):
+            pod = wanted.get(key)
+            if pod is not None:
+                # The informer's pod with a status of its own: the change edits it.
+                pod = self._change(error)({**pod, "status": copy.deepcopy(pod["status"])})
+            if pod is None:  # gone, or it already says so
+                del self.to_report[key]
+            else:
+                updates.append(pod)
         if not updates:
             return
         try:
@@ -118,15 +122,17 @@ class Runtime:
                 for pod in updates:
                     meta = pod["metadata"]
                     self.objects.mutate("Pod", meta["namespace"], meta["name"],
-                                        self._change(pod_key(pod), failed))
+                                        self._change(self.to_report[pod_key(pod)]))
         except NetlabError as exc:
             log.warning("reporting pod status: %s; retrying", exc)
-            self.unreported = True
+            return
+        for pod in updates:
+            self.to_report.pop(pod_key(pod), None)
 
     @staticmethod
-    def _change(key: str, failed: dict[str, str]) -> Callable[[Obj], Obj | None]:
-        if key in failed:
-            return lambda pod: containers_failed(pod, failed[key])
+    def _change(error: str | None) -> Callable[[Obj], Obj | None]:
+        if error is not None:
+            return lambda pod: containers_failed(pod, error)
         return containers_started
 
     def _start(self, key: str, pod: Obj) -> None:
@@ -145,9 +151,9 @@ class Runtime:
     def run(self, stop: threading.Event) -> None:
         self.informer.start()
         while not stop.wait(REPORT_RETRY_SECONDS):
-            if self.unreported:
+            if self.to_report:
                 with self.lock:
-                    self._report(self._node_pods()[0], {})
+                    self._report(self._node_pods()[0])
         self.informer.stop()
         self.dns.close()
         self.apps.close()
