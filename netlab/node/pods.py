@@ -102,16 +102,13 @@ def containers_started(pod: Obj) -> Obj | None:
     if status.get("phase") == "Running":
         return None
     now = now_rfc3339()
-    ready = readiness_probe(pod) is None
     uid = pod["metadata"].get("uid", "")
     for cs in status.get("containerStatuses") or []:
         cs.update(containerID=f"netlab://{uid}/{cs['name']}", started=True,
                   state={"running": {"startedAt": now}})
-        cs["ready"] = cs["ready"] or ready
-    for cond in status.get("conditions") or []:
-        if ready and cond["type"] in ("Ready", "ContainersReady") and cond["status"] != "True":
-            cond.update(status="True", lastTransitionTime=now)
     status["phase"] = "Running"
+    if readiness_probe(pod) is None:
+        set_ready(pod, True)
     return pod
 
 
