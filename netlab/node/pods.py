@@ -263,47 +263,27 @@ class PodManager:
                                         self.config.dns_cluster_ip, host)
 
     def _publish(self, started: list[tuple[Obj, PodSandbox]]) -> None:
-        """Write the sandboxes' status (address, Pending) for a batch: one CAS commit,
-        per-pod retries on conflict."""
-        updates = []
+        """Write the sandboxes' status (address, Pending) for a batch in one commit."""
+        changes = []
         for pod, sandbox in started:
-            current = pod.get("status", {})
-            if current.get("podIP") == sandbox.ip:
+            if pod.get("status", {}).get("podIP") == sandbox.ip:
                 continue
+            status = sandbox_status(pod, sandbox.ip, self.host_ip)
             # A shallow copy: the pod is the informer's, and transact copies what it stores.
-            updates.append({**pod, "status": sandbox_status(pod, sandbox.ip, self.host_ip)})
-        if not updates:
-            return
-        try:
-            self.objects.transact(update=updates)
-        except ConflictError:
-            for pod in updates:
-                status = pod["status"]
-                self.objects.mutate("Pod", pod["metadata"]["namespace"],
-                                    pod["metadata"]["name"],
-                                    lambda cur, s=status: {**cur, "status": s})
+            changes.append(({**pod, "status": status},
+                            lambda cur, s=status: {**cur, "status": s}))
+        self.objects.update_all(changes)
 
     def publish_readiness(self, changes: Mapping[str, bool]) -> None:
-        """Write the Ready condition of many pods (key -> ready) in one CAS commit.
-
-        Probes decide in bursts at bring-up; one commit for the burst keeps the store
-        and every watcher from seeing hundreds of single-pod writes.
-        """
+        """Write the Ready condition of many pods (key -> ready) in one commit: probes
+        decide in bursts at bring-up."""
         updates = []
         for key, ready in changes.items():
             namespace, name = key.split("/", 1)
             pod = self.objects.get("Pod", namespace, name)
             if pod is not None and set_ready(pod, ready) is not None:
-                updates.append(pod)
-        if not updates:
-            return
-        try:
-            self.objects.transact(update=updates)
-        except ConflictError:
-            for key, ready in changes.items():
-                namespace, name = key.split("/", 1)
-                self.objects.mutate("Pod", namespace, name,
-                                    lambda pod, r=ready: set_ready(pod, r))
+                updates.append((pod, lambda cur, r=ready: set_ready(cur, r)))
+        self.objects.update_all(updates)
 
     def _teardown(self, key: str) -> None:
         sandbox = self.sandboxes.pop(key, None)

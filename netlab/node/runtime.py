@@ -25,7 +25,7 @@ from netlab.apps.container import plan_for_pod
 from netlab.apps.runner import PodServerThread
 from netlab.dns.addon import is_dns_pod
 from netlab.dns.pods import DNS_KINDS, DnsPods
-from netlab.errors import ConflictError, NetlabError
+from netlab.errors import NetlabError
 from netlab.node.podfiles import pod_netns_name
 from netlab.node.pods import containers_failed, containers_started, pod_key
 from netlab.node.termination import stop_delay
@@ -112,21 +112,13 @@ class Runtime:
             if pod is None:  # gone, or it already says so
                 del self.to_report[key]
             else:
-                updates.append(pod)
-        if not updates:
-            return
+                updates.append((pod, self._change(error)))
         try:
-            try:
-                self.objects.transact(update=updates)
-            except ConflictError:  # the agent wrote one of them meanwhile: one by one
-                for pod in updates:
-                    meta = pod["metadata"]
-                    self.objects.mutate("Pod", meta["namespace"], meta["name"],
-                                        self._change(self.to_report[pod_key(pod)]))
+            self.objects.update_all(updates)
         except NetlabError as exc:
             log.warning("reporting pod status: %s; retrying", exc)
             return
-        for pod in updates:
+        for pod, _ in updates:
             self.to_report.pop(pod_key(pod), None)
 
     @staticmethod

@@ -163,6 +163,23 @@ class Objects:
                 continue
         raise ConflictError(f"{kind} {namespace}/{name}: too many concurrent updates")
 
+    def update_all(self, changes: Sequence[tuple[Obj, Callable[[Obj], Obj | None]]]) -> None:
+        """Write objects already changed, each paired with the change that made it, in
+        one CAS commit; if another writer got to one of them first, apply each change
+        again to its current object, one by one (`mutate`).
+
+        For status written in bursts (a node's pods at bring-up): one commit keeps the
+        store and every watcher from seeing hundreds of single-object writes.
+        """
+        if not changes:
+            return
+        try:
+            self.transact(update=[obj for obj, _ in changes])
+        except ConflictError:
+            for obj, change in changes:
+                meta = obj["metadata"]
+                self.mutate(obj["kind"], meta.get("namespace"), meta["name"], change)
+
     def write_many(self, objs: Iterable[Obj]) -> int:
         """Unconditional batch write (controllers publishing status for many objects)."""
         return self.store.commit([Put(keys.key_of(o), _stored(o)) for o in objs])

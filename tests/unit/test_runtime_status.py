@@ -146,3 +146,21 @@ def test_the_runtime_reports_running_only_the_pods_it_serves(tmp_path):
     assert [rows[n][1:3] for n in ("plain", "probed", "broken", "elsewhere")] == [
         ["1/1", "Running"], ["0/1", "Running"], ["0/1", "RunContainerError"],
         ["0/1", "ContainerCreating"]]
+
+
+def test_a_batch_that_conflicts_applies_each_change_again_to_the_current_pod(tmp_path):
+    """Status written in one commit; if a pod moved on meanwhile, one by one."""
+    objects = Objects(open_store(f"sqlite://{tmp_path}/store.db"))
+    objects.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+    for name in ("a", "b"):
+        obj = pod(name)
+        obj["status"] = sandbox_status(obj, "10.244.1.2", "192.168.10.3")
+        objects.create(obj)
+    stale = [objects.get("Pod", "default", n) for n in ("a", "b")]
+    objects.mutate("Pod", "default", "b",  # another writer got to b first
+                   lambda p: {**p, "metadata": {**p["metadata"], "labels": {"seen": "yes"}}})
+    objects.update_all([(containers_started(p), containers_started) for p in stale])
+    for name in ("a", "b"):
+        now = objects.get("Pod", "default", name)
+        assert now["status"]["phase"] == "Running" and condition(now, "Ready") == "True"
+    assert objects.get("Pod", "default", "b")["metadata"]["labels"] == {"seen": "yes"}
